@@ -1,0 +1,190 @@
+/**
+ * The few packets the proxy must read or write. Decoding goes through
+ * mqtt-packet; the packets the proxy writes itself are tiny and fixed, so they
+ * are built here byte by byte.
+ */
+import mqttPacket from 'mqtt-packet';
+import { FrameError } from './errors.ts';
+
+export const CONNECT = 1;
+export const CONNACK = 2;
+export const PUBLISH = 3;
+export const PINGREQ = 12;
+export const PINGRESP = 13;
+export const DISCONNECT = 14;
+export const AUTH = 15;
+
+export const PACKET_NAMES = [
+  'reserved', 'connect', 'connack', 'publish', 'puback', 'pubrec', 'pubrel', 'pubcomp',
+  'subscribe', 'suback', 'unsubscribe', 'unsuback', 'pingreq', 'pingresp', 'disconnect', 'auth',
+] as const;
+
+export const PINGREQ_BYTES = Buffer.from([0xc0, 0x00]);
+
+/** MQTT 5 reason codes the proxy sends. */
+export const REASON = {
+  disconnectWithWill: 0x04,
+  unspecifiedError: 0x80,
+  implementationSpecificError: 0x83,
+  serverUnavailable: 0x88,
+  serverShuttingDown: 0x8b,
+  keepAliveTimeout: 0x8d,
+} as const;
+
+/** MQTT 3.x CONNACK return codes the proxy sends. */
+export const RETURN_CODE = {
+  identifierRejected: 2,
+  serverUnavailable: 3,
+} as const;
+
+/** What the proxy learns from a CONNECT. The password itself is never kept. */
+export interface ConnectInfo {
+  protocolVersion: number; // 3 = 3.1, 4 = 3.1.1, 5 = 5
+  protocolName: string;
+  clientId: string;
+  username: string | undefined;
+  hasPassword: boolean;
+  keepAlive: number;
+  cleanStart: boolean;
+  willFlag: boolean;
+  /** Offset of the two keep-alive bytes inside the CONNECT frame. */
+  keepAliveOffset: number;
+}
+
+export interface ConnackInfo {
+  sessionPresent: boolean;
+  returnCode: number;
+  serverKeepAlive: number | undefined;
+}
+
+interface ParsedPacket {
+  cmd: string;
+  [key: string]: unknown;
+}
+
+/** Decode one complete frame with mqtt-packet, synchronously. */
+function decodeFrame(frame: Buffer, protocolVersion: number): ParsedPacket {
+  const parser = mqttPacket.parser({ protocolVersion });
+  let packet: ParsedPacket | null = null;
+  let error: Error | null = null;
+  parser.on('packet', (p: unknown) => { packet ??= p as ParsedPacket; });
+  parser.on('error', (e: Error) => { error ??= e; });
+  parser.parse(frame);
+  if (error) throw new FrameError('MLP_DECODE', `cannot decode packet: ${(error as Error).message}`);
+  if (!packet) throw new FrameError('MLP_DECODE', 'cannot decode packet: incomplete');
+  return packet;
+}
+
+/** Where the keep-alive field sits: after the fixed header, protocol name, level and flags. */
+function keepAliveOffsetOf(frame: Buffer): number {
+  let i = 1;
+  while (frame[i] & 0x80) i++;
+  i++; // past Remaining Length
+  const nameLength = frame.readUInt16BE(i);
+  return i + 2 + nameLength + 2;
+}
+
+export function decodeConnect(frame: Buffer): ConnectInfo {
+  const p = decodeFrame(frame, 4);
+  const password = p.password;
+  const info: ConnectInfo = {
+    protocolVersion: Number(p.protocolVersion),
+    protocolName: String(p.protocolId),
+    clientId: String(p.clientId ?? ''),
+    username: typeof p.username === 'string' ? p.username : undefined,
+    hasPassword: password !== undefined && password !== null,
+    keepAlive: Number(p.keepalive ?? 0),
+    cleanStart: Boolean(p.clean),
+    willFlag: p.will !== undefined && p.will !== null,
+    keepAliveOffset: keepAliveOffsetOf(frame),
+  };
+  return info;
+}
+
+export function decodeConnack(frame: Buffer, protocolVersion: number): ConnackInfo {
+  const p = decodeFrame(frame, protocolVersion === 5 ? 5 : 4);
+  const props = (p.properties ?? {}) as { serverKeepAlive?: number };
+  return {
+    sessionPresent: Boolean(p.sessionPresent),
+    returnCode: Number(protocolVersion === 5 ? p.reasonCode ?? 0 : p.returnCode ?? 0),
+    serverKeepAlive: props.serverKeepAlive,
+  };
+}
+
+/** Reason code of a DISCONNECT (MQTT 5), 0 when absent or before MQTT 5. */
+export function disconnectReason(frame: Buffer, protocolVersion: number): number {
+  if (protocolVersion !== 5) return 0;
+  let i = 1;
+  while (frame[i] & 0x80) i++;
+  i++;
+  return i < frame.length ? frame[i] : 0;
+}
+
+export function connackRefusal(protocolVersion: number, v3Code: number, v5Reason: number): Buffer {
+  return protocolVersion === 5
+    ? Buffer.from([0x20, 0x03, 0x00, v5Reason, 0x00])
+    : Buffer.from([0x20, 0x02, 0x00, v3Code]);
+}
+
+export function disconnectV5(reason: number): Buffer {
+  return Buffer.from([0xe0, 0x01, reason]);
+}
+
+/** A copy of a CONNECT frame with another keep-alive value; every other byte unchanged. */
+export function withKeepAlive(frame: Buffer, offset: number, keepAlive: number): Buffer {
+  const copy = Buffer.from(frame);
+  copy.writeUInt16BE(keepAlive, offset);
+  return copy;
+}
+
+function varint(n: number): number[] {
+  const out: number[] = [];
+  do {
+    let b = n % 128;
+    n = Math.floor(n / 128);
+    if (n > 0) b |= 0x80;
+    out.push(b);
+  } while (n > 0);
+  return out;
+}
+
+/**
+ * A copy of an MQTT 5 CONNACK with Server Keep Alive set to `seconds`.
+ * An absent property is appended to the property list (other bytes kept as
+ * the broker sent them); a present one is re-encoded through mqtt-packet.
+ */
+export function withServerKeepAlive(frame: Buffer, seconds: number, present: boolean): Buffer {
+  if (present) {
+    const p = decodeFrame(frame, 5);
+    const properties = { ...(p.properties as object), serverKeepAlive: seconds };
+    return mqttPacket.generate({ ...(p as object), cmd: 'connack', properties } as mqttPacket.IConnackPacket, { protocolVersion: 5 });
+  }
+  let i = 1;
+  while (frame[i] & 0x80) i++;
+  i++;
+  const bodyStart = i;
+  // ack flags + reason code, then the property length.
+  const propsLenAt = bodyStart + 2;
+  let propsLength = 0;
+  let mul = 1;
+  let j = propsLenAt;
+  if (j < frame.length) {
+    for (;;) {
+      const b = frame[j++];
+      propsLength += (b & 0x7f) * mul;
+      mul *= 128;
+      if (!(b & 0x80)) break;
+    }
+  }
+  const props = frame.subarray(j, j + propsLength);
+  const rest = frame.subarray(j + propsLength);
+  const added = Buffer.from([0x13, (seconds >> 8) & 0xff, seconds & 0xff]);
+  const newProps = Buffer.concat([props, added]);
+  const body = Buffer.concat([
+    frame.subarray(bodyStart, bodyStart + 2),
+    Buffer.from(varint(newProps.length)),
+    newProps,
+    rest,
+  ]);
+  return Buffer.concat([Buffer.from([frame[0], ...varint(body.length)]), body]);
+}

@@ -1,0 +1,53 @@
+/**
+ * The proxy's internal event stream: what every connection learned and how it
+ * ended. Metrics, webhooks and logs subscribe to it; the relay never knows them.
+ */
+import { EventEmitter } from 'node:events';
+import type { Reason } from '../liveness/reasons.ts';
+
+export interface ConnectionFacts {
+  id: number;
+  clientId: string | null;
+  username: string | null;
+  remoteAddress: string;
+  remotePort: number;
+  protocolVersion: number | null;
+  /** Keep-alive the client asked for, seconds. */
+  keepAlive: number | null;
+  /** Keep-alive the proxy enforces, seconds (0: none). */
+  effectiveKeepAlive: number | null;
+  /** Keep-alive the broker was sent, seconds. */
+  upstreamKeepAlive: number | null;
+  /** Wall-clock ms. */
+  startedAt: number;
+}
+
+export interface ConnectEvent extends ConnectionFacts {
+  clamped: boolean;
+  /** Keep-alive limit kind when clamped. */
+  rejected: string | null;
+}
+
+export interface CloseEvent extends ConnectionFacts {
+  reason: Reason;
+  detail: string | null;
+  /** Wall-clock ms. */
+  endedAt: number;
+  durationMs: number;
+  /** Now minus the last byte from the client, at the verdict. */
+  silenceMs: number;
+  /** The broker's own deadline minus now (positive: the proxy acted earlier); null when the broker has none. */
+  advantageMs: number | null;
+  bytesFromClient: number;
+  bytesToClient: number;
+  /** Whether the broker was told to publish the Will (liveness verdicts). */
+  liveness: boolean;
+}
+
+export interface ProxyEventMap {
+  connect: [ConnectEvent];
+  close: [CloseEvent];
+  frameError: [{ kind: string; code: string; direction: 'to_broker' | 'to_client' }];
+}
+
+export class ProxyEvents extends EventEmitter<ProxyEventMap> {}

@@ -1,0 +1,128 @@
+/**
+ * The client-facing listener and the set of live connections.
+ */
+import net from 'node:net';
+import type { Logger } from 'pino';
+import type { Config } from '../config/types.ts';
+import { parseHostPort } from '../config/types.ts';
+import { systemClock, type Clock } from '../liveness/clock.ts';
+import { compileRules, type CompiledRule } from '../liveness/policy.ts';
+import { applyTcpLiveness } from '../liveness/tcp-options.ts';
+import { Connection, type ConnectionContext } from './connection.ts';
+import { ProxyEvents } from './events.ts';
+import { TrafficStats } from './stats.ts';
+
+export interface ProxyServerOptions {
+  config: Config;
+  log: Logger;
+  clock?: Clock;
+}
+
+export class ProxyServer {
+  readonly events = new ProxyEvents();
+  readonly stats = new TrafficStats();
+  readonly connections = new Set<Connection>();
+  private readonly servers: net.Server[] = [];
+  private readonly ctx: ConnectionContext;
+  private tcpFallbackWarned = false;
+  accepting = false;
+
+  constructor(private readonly options: ProxyServerOptions) {
+    const { config, log } = options;
+    this.ctx = {
+      config,
+      rules: compileRules(config.keepAlive, config.rules),
+      clock: options.clock ?? systemClock,
+      log,
+      upstream: parseHostPort(config.upstream),
+      stats: this.stats,
+      events: this.events,
+      applyTcpLiveness: (socket) => this.applyTcp(socket),
+      onClosed: (conn) => this.connections.delete(conn),
+    };
+    this.events.on('close', (e) => {
+      log.info(
+        { event: 'connection_end', id: e.id, clientId: e.clientId, remote: `${e.remoteAddress}:${e.remotePort}`, protocol: e.protocolVersion, durationMs: Math.round(e.durationMs), reason: e.reason, detail: e.detail ?? undefined, silenceMs: Math.round(e.silenceMs) },
+        'connection ended',
+      );
+    });
+  }
+
+  get config(): Config {
+    return this.ctx.config;
+  }
+
+  /** New policies apply to connections accepted from now on. */
+  reconfigure(config: Config): void {
+    this.ctx.config = config;
+    this.ctx.rules = compileRules(config.keepAlive, config.rules);
+    this.ctx.upstream = parseHostPort(config.upstream);
+  }
+
+  private applyTcp(socket: net.Socket): void {
+    const tcp = this.ctx.config.tcp;
+    if (!tcp.keepAlive) return;
+    const result = applyTcpLiveness(socket, {
+      idleSeconds: tcp.idle,
+      intervalSeconds: tcp.interval,
+      count: tcp.count,
+      userTimeoutMs: Math.round(tcp.userTimeout * 1000),
+    });
+    if (result.mode === 'fallback' && !this.tcpFallbackWarned) {
+      this.tcpFallbackWarned = true;
+      this.options.log.warn({ error: result.error }, 'per-socket TCP keep-alive options unavailable; falling back to setKeepAlive (about idle + 10 s)');
+    }
+  }
+
+  /** Handle a socket accepted by any listener (plain or TLS). */
+  readonly accept = (socket: net.Socket): void => {
+    if (!this.accepting) {
+      socket.destroy();
+      return;
+    }
+    this.connections.add(new Connection(socket, this.ctx));
+  };
+
+  async listen(address = this.ctx.config.listen): Promise<net.AddressInfo> {
+    const { host, port } = parseHostPort(address);
+    const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: false, noDelay: true }, this.accept);
+    server.maxConnections = 1_000_000;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ host, port, backlog: 4096 }, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    server.on('error', (err) => this.options.log.error({ err }, 'listener error'));
+    this.servers.push(server);
+    this.accepting = true;
+    this.options.log.info({ listen: `${host}:${(server.address() as net.AddressInfo).port}`, upstream: this.ctx.config.upstream }, 'proxy listening');
+    return server.address() as net.AddressInfo;
+  }
+
+  /** The first listener's address. */
+  address(): net.AddressInfo {
+    return this.servers[0].address() as net.AddressInfo;
+  }
+
+  /** Add a listener created elsewhere (TLS). */
+  adopt(server: net.Server): void {
+    this.servers.push(server);
+  }
+
+  /**
+   * Stop accepting, end every connection with `shutdown` (MQTT 5 clients get
+   * DISCONNECT 0x8B), and wait up to graceMs for the sockets to close.
+   */
+  async close(graceMs = this.ctx.config.shutdownGrace * 1000): Promise<void> {
+    this.accepting = false;
+    const closed = Promise.all(this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+    for (const conn of this.connections) conn.end('shutdown', null);
+    const deadline = Date.now() + graceMs;
+    while (this.connections.size > 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await closed;
+  }
+}
