@@ -14,6 +14,8 @@ export interface TestProxy {
   host: string;
   port: number;
   url: string;
+  /** Base URL of the admin server (/metrics, /livez, /readyz, /connections). */
+  adminUrl: string;
   logs: Array<Record<string, unknown>>;
   /** Every connection end seen so far. */
   closes: CloseEvent[];
@@ -49,6 +51,7 @@ export async function startProxy(upstreamPort: number, overrides: DeepPartial<Co
     host: '127.0.0.1',
     port: address.port,
     url: `mqtt://127.0.0.1:${address.port}`,
+    adminUrl: app.admin.url,
     logs,
     closes,
     nextClose(match = () => true, timeoutMs = 30_000) {
