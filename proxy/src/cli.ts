@@ -1,6 +1,7 @@
 /**
  * Command line: `mqtt-liveness-proxy [flags]` runs the proxy;
- * `mqtt-liveness-proxy check-config FILE` validates a configuration.
+ * `mqtt-liveness-proxy check-config FILE` validates a configuration;
+ * `mqtt-liveness-proxy status` shows a running proxy's readiness and connections.
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -10,10 +11,14 @@ import type { Config } from './config/types.ts';
 import { createLogger } from './log.ts';
 import { startApp } from './app.ts';
 import { PACKAGE_ROOT } from './broker/supervisor.ts';
+import { runStatus } from './admin/status.ts';
 
 const USAGE = `Usage:
   mqtt-liveness-proxy [options]            run the proxy (and the bundled broker)
   mqtt-liveness-proxy check-config FILE    validate FILE and print the effective configuration
+  mqtt-liveness-proxy status [--admin URL] [--token TOKEN]
+                                           readiness and open connections of a running proxy
+                                           (default http://127.0.0.1:9464; token also from MLP_ADMIN_TOKEN)
 
 Options:
   --listen HOST:PORT     MQTT listener for clients (default 0.0.0.0:1883)
@@ -22,6 +27,7 @@ Options:
   --broker MODE          auto | mosquitto | embedded | none (default auto)
   --config FILE          YAML configuration; flags override it
   --log-level LEVEL      fatal | error | warn | info | debug | trace | silent
+  --token TOKEN          status: bearer token for /connections (adminToken)
   -h, --help             show this help
   -v, --version          print the version
 `;
@@ -33,6 +39,7 @@ const OPTIONS = {
   broker: { type: 'string' },
   config: { type: 'string', short: 'c' },
   'log-level': { type: 'string' },
+  token: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean', short: 'v' },
 } as const;
@@ -70,6 +77,9 @@ async function run(argv: string[]): Promise<number> {
     const shown = { ...config, probes: { ...config.probes, password: config.probes.password ? '[set]' : null }, adminToken: config.adminToken ? '[set]' : null };
     process.stdout.write(`${file}: valid\n${JSON.stringify(shown, null, 2)}\n`);
     return 0;
+  }
+  if (command === 'status') {
+    return runStatus({ admin: values.admin, token: values.token ?? process.env.MLP_ADMIN_TOKEN });
   }
   if (command !== undefined) throw new ConfigError(`unknown command ${JSON.stringify(command)}\n\n${USAGE}`);
 
