@@ -58,6 +58,8 @@ export function connectFrame(o: ConnectFrameOptions): Buffer {
 /** A raw TCP client that records every byte it receives and when it closed. */
 export class RawClient {
   readonly socket: net.Socket;
+  /** Kept: the socket forgets its port once closed. */
+  readonly localPort: number;
   received = Buffer.alloc(0);
   closed = false;
   ended = false;
@@ -66,6 +68,7 @@ export class RawClient {
 
   private constructor(socket: net.Socket) {
     this.socket = socket;
+    this.localPort = socket.localPort ?? 0;
     socket.on('data', (d) => { this.received = Buffer.concat([this.received, d]); this.wake(); });
     socket.on('end', () => { this.ended = true; this.wake(); });
     socket.on('error', (e) => { this.error = e; });
