@@ -131,7 +131,9 @@ export class WebhookSender {
     if (!this.running) {
       this.running = true;
       // Deliver off the relay's call stack.
-      setImmediate(() => void this.run());
+      setImmediate(() => {
+        this.run().catch((err: unknown) => this.options.log.error({ err }, 'webhook sender failed'));
+      });
     }
     return true;
   }
