@@ -11,7 +11,9 @@ import mqtt from 'mqtt';
 import { request } from 'undici';
 import { freePort, startMosquitto } from './helpers/mosquitto.ts';
 import { startProxy, type TestProxy } from './helpers/proxy.ts';
-import type { ConnectionsBody, ReadyBody } from '../src/admin/server.ts';
+import { AdminServer, type ConnectionsBody, type ReadyBody } from '../src/admin/server.ts';
+import { systemClock } from '../src/liveness/clock.ts';
+import { createLogger } from '../src/log.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const BIN = path.join(ROOT, 'proxy/bin/mqtt-liveness-proxy.js');
@@ -50,6 +52,24 @@ t.test('/livez', async (t) => {
   t.equal(res.body.status, 'ok');
   t.type(res.body.eventLoopDelayMs, 'number');
   t.match(String(res.headers['content-type']), /^application\/json/);
+});
+
+t.test('/livez is 503 after the event loop was blocked', async (t) => {
+  // A second admin server on the same proxy, with a low limit; the test blocks this process's loop.
+  const strict = new AdminServer({
+    listen: '127.0.0.1:0', proxy: proxy.app.proxy, metrics: proxy.app.metrics, clock: systemClock,
+    log: createLogger('silent'), token: null, maxEventLoopDelayMs: 200,
+  });
+  await strict.listen();
+  t.teardown(() => strict.close());
+  await new Promise((r) => setTimeout(r, 100));
+  const spinUntil = performance.now() + 600;
+  while (performance.now() < spinUntil) { /* blocked */ }
+  const res = await get<{ status: string; eventLoopDelayMaxMs: number; detail: string }>(`${strict.url}/livez`);
+  t.equal(res.status, 503);
+  t.equal(res.body.status, 'event_loop_blocked');
+  t.ok(res.body.eventLoopDelayMaxMs >= 400, `max delay ${res.body.eventLoopDelayMaxMs} ms`);
+  t.match(res.body.detail, /stalled/);
 });
 
 t.test('/readyz with the broker up, and a readiness check added later', async (t) => {
