@@ -1,0 +1,64 @@
+{{/* The proxy container; .sidecar: as a native sidecar (init container). */}}
+{{- define "mlp.proxyContainer" -}}
+{{- $v := .root.Values -}}
+- name: proxy
+  image: {{ include "mlp.image" (dict "root" .root "image" $v.proxy.image) }}
+  imagePullPolicy: {{ $v.proxy.image.pullPolicy }}
+  {{- if .sidecar }}
+  restartPolicy: Always
+  {{- end }}
+  command: ["node", "/app/proxy/bin/mqtt-liveness-proxy.js"]
+  args:
+    - --config
+    - /etc/mqtt-liveness-proxy/config/config.yaml
+    {{- with $v.proxy.extraArgs }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  {{- with $v.proxy.env }}
+  env:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  ports:
+    - name: mqtt
+      containerPort: {{ int $v.proxy.ports.mqtt }}
+      protocol: TCP
+    {{- if $v.proxy.tls.enabled }}
+    - name: mqtts
+      containerPort: {{ int $v.proxy.tls.port }}
+      protocol: TCP
+    {{- end }}
+    - name: admin
+      containerPort: {{ int $v.proxy.ports.admin }}
+      protocol: TCP
+  startupProbe:
+    httpGet:
+      path: /livez
+      port: admin
+    {{- toYaml $v.proxy.startupProbe | nindent 4 }}
+  livenessProbe:
+    httpGet:
+      path: /livez
+      port: admin
+    {{- toYaml $v.proxy.livenessProbe | nindent 4 }}
+  readinessProbe:
+    httpGet:
+      path: /readyz
+      port: admin
+    {{- toYaml $v.proxy.readinessProbe | nindent 4 }}
+  resources:
+    {{- toYaml $v.proxy.resources | nindent 4 }}
+  securityContext:
+    {{- toYaml $v.proxy.securityContext | nindent 4 }}
+  volumeMounts:
+    - name: proxy-config
+      mountPath: /etc/mqtt-liveness-proxy/config
+      readOnly: true
+    # tsx keeps its compile cache in the temporary directory.
+    - name: tmp
+      mountPath: /tmp
+    {{- if $v.proxy.tls.enabled }}
+    - name: tls
+      mountPath: /etc/mqtt-liveness-proxy/tls
+      readOnly: true
+    {{- end }}
+{{- end -}}
