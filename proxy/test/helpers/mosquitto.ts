@@ -3,7 +3,7 @@
  * log captured so tests can read what the broker saw.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -37,10 +37,16 @@ export async function startMosquitto(options: { host?: string; port?: number; ex
   const port = options.port ?? (await freePort(host));
   const dir = mkdtempSync(path.join(os.tmpdir(), 'mlp-mosquitto-'));
   const conf = path.join(dir, 'mosquitto.conf');
+  // A log file, not stdout: Mosquitto's stdout to a pipe is block-buffered.
+  const logFile = path.join(dir, 'mosquitto.log');
+  // Mosquitto started as root drops to its own user before opening the log.
+  chmodSync(dir, 0o755);
+  writeFileSync(logFile, '');
+  chmodSync(logFile, 0o666);
   writeFileSync(conf, [
     `listener ${port} ${host}`,
     'allow_anonymous true',
-    'log_dest stdout',
+    `log_dest file ${logFile}`,
     'log_type all',
     'connection_messages true',
     ...(options.extraConfig ?? []),
@@ -51,6 +57,10 @@ export async function startMosquitto(options: { host?: string; port?: number; ex
   proc.stdout!.on('data', (d: Buffer) => { output += d.toString(); });
   proc.stderr!.on('data', (d: Buffer) => { output += d.toString(); });
   const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+  // A test process that dies (tap's timeout) must not leave its broker behind.
+  const killOnExit = (): void => { proc.kill('SIGKILL'); };
+  process.once('exit', killOnExit);
+  void exited.then(() => process.off('exit', killOnExit));
   try {
     await waitForPort(host, port, 10_000);
   } catch (err) {
@@ -62,7 +72,13 @@ export async function startMosquitto(options: { host?: string; port?: number; ex
     port,
     url: `mqtt://${host}:${port}`,
     proc,
-    log: () => output,
+    log: () => {
+      try {
+        return readFileSync(logFile, 'utf8') + output;
+      } catch {
+        return output;
+      }
+    },
     async stop() {
       if (proc.exitCode === null && proc.signalCode === null) {
         proc.kill('SIGCONT');
