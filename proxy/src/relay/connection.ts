@@ -43,6 +43,9 @@ const PING_FROM_PROXY = 1;
 /** Seconds a half-closed connection may linger before both sockets are cut. */
 const LINGER_MS = 10_000;
 
+/** A write this long after the client's last byte was not an answer to it (see onClientError). */
+const UNSOLICITED_WRITE_MS = 1_000;
+
 let nextId = 1;
 
 export class Connection {
@@ -352,8 +355,11 @@ export class Connection {
   private readonly onClientError = (err: NodeJS.ErrnoException): void => {
     if (this.reason !== null) return;
     if (err.code === 'ETIMEDOUT') {
-      // The kernel gave up on the peer: with data in flight, TCP_USER_TIMEOUT; otherwise keep-alive probes.
-      const reason = this.lastWriteToClient > this.deadlines.lastClientActivity ? 'tcp_user_timeout' : 'tcp_keepalive';
+      // The kernel gave up on the peer. If we were sending it data it had not asked
+      // for (not just answering its last packet), TCP_USER_TIMEOUT caught unacknowledged
+      // data; otherwise the keep-alive probes went unanswered. The fd is already closed
+      // here, so TCP_INFO cannot be asked.
+      const reason = this.lastWriteToClient > this.deadlines.lastClientActivity + UNSOLICITED_WRITE_MS ? 'tcp_user_timeout' : 'tcp_keepalive';
       this.end(reason, err.message);
     } else if (err.code === 'ECONNRESET' || err.code === 'EPIPE') {
       this.end('client_reset', err.code);

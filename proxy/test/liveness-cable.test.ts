@@ -1,0 +1,75 @@
+/**
+ * A pulled cable, for real: the client runs in its own network namespace
+ * behind a veth pair, and an nftables rule drops every frame on both ends.
+ * No FIN, no RST: only the proxy's TCP probes and TCP_USER_TIMEOUT notice.
+ */
+import t from 'tap';
+import { startMosquitto } from './helpers/mosquitto.ts';
+import { startProxy } from './helpers/proxy.ts';
+import { connectClient, nextMessages, sleep } from './helpers/clients.ts';
+import { createCable, NETNS_CLIENT, waitForEvent } from './helpers/netns.ts';
+
+const broker = await startMosquitto();
+const cable = await createCable('cable');
+// The proxy listens where the namespace can reach it; the broker stays on loopback.
+const proxy = await startProxy(broker.port, { listen: `${cable.hostAddress}:0` });
+const proxyPort = proxy.port;
+const watcher = await connectClient(`mqtt://127.0.0.1:${broker.port}`, { clientId: 'cable-watcher' });
+await watcher.subscribeAsync('cable/will/#', { qos: 1 });
+t.teardown(async () => {
+  watcher.end(true);
+  await cable.destroy();
+  await proxy.stop();
+  await broker.stop();
+});
+
+// Default settings: idle 5 s, interval 1 s, count 3, user timeout 8 s.
+const BOUND_MS = 5_000 + 1_000 * 3 + 1_000;
+
+for (const protocolVersion of [4, 5] as const) {
+  for (const traffic of ['idle', 'receiving'] as const) {
+    const name = `v${protocolVersion}-${traffic}`;
+    t.test(`pulled cable, MQTT ${protocolVersion === 5 ? '5' : '3.1.1'}, ${traffic} subscriber, keep-alive 60`, async (t) => {
+      await cable.restore();
+      const clientId = `device-${name}`;
+      const device = cable.exec('node', ['--import', 'tsx', NETNS_CLIENT, JSON.stringify({
+        host: cable.hostAddress,
+        port: proxyPort,
+        clientId,
+        protocolVersion,
+        keepalive: 60,
+        subscribe: `cable/feed/${name}`,
+        will: { topic: `cable/will/${name}`, payload: `${clientId} lost`, qos: 1 },
+      })]);
+      t.teardown(() => device.kill('SIGKILL'));
+      await waitForEvent(device, 'connected', 30_000);
+
+      let feeding: NodeJS.Timeout | undefined;
+      if (traffic === 'receiving') {
+        // Messages keep flowing to the device, so sent data is always in flight after the pull:
+        // the kernel suspends keep-alive probes and TCP_USER_TIMEOUT has to catch it.
+        feeding = setInterval(() => watcher.publish(`cable/feed/${name}`, 'tick', { qos: 0 }), 200);
+        await waitForEvent(device, 'message', 10_000);
+      }
+      t.teardown(() => clearInterval(feeding));
+      await sleep(1_000);
+
+      const will = nextMessages(watcher, 1, 30_000);
+      let verdictAt = 0;
+      const closed = proxy.nextClose((e) => e.clientId === clientId, 60_000).then((e) => { verdictAt = performance.now(); return e; });
+      await cable.pull();
+      const pulledAt = performance.now();
+      const [w] = await will;
+      const elapsed = performance.now() - pulledAt;
+      clearInterval(feeding);
+      t.equal(w.payload.toString(), `${clientId} lost`);
+      t.ok(elapsed <= BOUND_MS, `Will ${Math.round(elapsed)} ms after the pull (bound ${BOUND_MS} ms; Mosquitto alone: 90 s)`);
+      const end = await closed;
+      t.comment(`verdict ${Math.round(verdictAt - pulledAt)} ms after the pull, silence ${Math.round(end.silenceMs)} ms`);
+      t.equal(end.reason, traffic === 'idle' ? 'tcp_keepalive' : 'tcp_user_timeout');
+      t.equal(end.liveness, true);
+      t.ok((end.advantageMs ?? 0) > 60_000, `the broker alone would have waited ${Math.round((end.advantageMs ?? 0) / 1000)} s longer`);
+      t.comment(`${name}: Will after ${Math.round(elapsed)} ms, reason ${end.reason}`);
+    });
+  }
+}
