@@ -2,7 +2,7 @@
  * Bad input closes only the connection that sent it, with a logged and
  * counted reason; everything else carries on.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { randomBytes } from 'node:crypto';
 import { startMosquitto, freePort } from './helpers/mosquitto.ts';
 import { startProxy } from './helpers/proxy.ts';
@@ -24,7 +24,7 @@ async function healthyStillWorks(t: Tap): Promise<void> {
   await healthy.publishAsync('healthy/echo', 'still here');
   t.equal((await got)[0].payload.toString(), 'still here', 'the healthy client still exchanges messages');
 }
-type Tap = typeof t;
+type Tap = Test;
 
 function logFor(id: number): Record<string, unknown> | undefined {
   return proxy.logs.find((l) => l.event === 'connection_end' && l.id === id);

@@ -142,21 +142,20 @@ export class Connection {
   private readonly onClientData = (chunk: Buffer): void => {
     this.deadlines.lastClientActivity = this.ctx.clock.now();
     this.bytesFromClient += chunk.length;
-    this.ctx.stats.bytes[TO_BROKER] += chunk.length;
     const error = this.toBroker.push(chunk);
     if (error) this.onFrameError(error, 'to_broker');
   };
 
   private readonly clientSide: FrameHandler = {
     onHeader: (type: number): HeaderDecision => {
-      this.ctx.stats.packets[type] += 1; // TO_BROKER * 16 + type
       if (this.connect === null) {
         if (type !== CONNECT) {
           this.detail = `first packet is type ${type}, not CONNECT`;
           return REJECT;
         }
-        return HOLD;
+        return HOLD; // counted once forwarded
       }
+      this.ctx.stats.packets[type] += 1; // TO_BROKER * 16 + type
       if (type === PINGREQ) this.pings.push(PING_FROM_CLIENT);
       else if (type === DISCONNECT) this.clientSentDisconnect = true;
       return PASS;
@@ -167,6 +166,7 @@ export class Connection {
 
   private writeUpstream(bytes: Buffer): void {
     this.deadlines.lastUpstreamActivity = this.ctx.clock.now();
+    this.ctx.stats.bytes[TO_BROKER] += bytes.length;
     if (!this.upstream.write(bytes)) this.client.pause();
   }
 
@@ -179,6 +179,7 @@ export class Connection {
       this.connect = { protocolVersion: 0, protocolName: '', clientId: '', username: undefined, hasPassword: false, keepAlive: 0, cleanStart: false, willFlag: false, keepAliveOffset: -1 };
       this.deadlines.connectDeadline = Infinity;
       this.connectForwarded = true;
+      this.ctx.stats.packets[CONNECT] += 1;
       return frame;
     }
     this.connect = info;
@@ -206,13 +207,14 @@ export class Connection {
       this.deadlines.upstreamProbeIdleMs = ctx.config.probes.upstreamProbeIdle * 1000;
       this.deadlines.probeTimeoutMs = ctx.config.probes.upstreamProbeTimeout * 1000;
     }
-    ctx.events.emit('connect', { ...this.facts(), clamped: decision.clamped, rejected: null });
-    this.schedule(ctx.clock.now());
     if (this.upstreamFailed) {
       this.refuse(connackRefusal(info.protocolVersion, RETURN_CODE.serverUnavailable, REASON.serverUnavailable), 'broker_unreachable', 'upstream connection failed');
       return null;
     }
+    ctx.events.emit('connect', { ...this.facts(), clamped: decision.clamped, rejected: null });
+    this.schedule(ctx.clock.now());
     this.connectForwarded = true;
+    ctx.stats.packets[CONNECT] += 1;
     if (decision.upstreamKeepAlive !== undefined) return withKeepAlive(frame, info.keepAliveOffset, decision.upstreamKeepAlive);
     return frame;
   }
@@ -223,7 +225,6 @@ export class Connection {
   // ---- broker -> client ----------------------------------------------------
 
   private readonly onBrokerData = (chunk: Buffer): void => {
-    this.ctx.stats.bytes[TO_CLIENT] += chunk.length;
     const error = this.toClient.push(chunk);
     if (error) this.onFrameError(error, 'to_client');
   };
@@ -263,6 +264,7 @@ export class Connection {
 
   private writeClient(bytes: Buffer): void {
     this.bytesToClient += bytes.length;
+    this.ctx.stats.bytes[TO_CLIENT] += bytes.length;
     this.lastWriteToClient = this.ctx.clock.now();
     if (!this.client.write(bytes)) {
       this.upstream.pause();
