@@ -1,0 +1,197 @@
+/**
+ * The processes under test, each on a free loopback port: Mosquitto, the proxy
+ * (its own process, as shipped), a minimal Node pipe relay and socat. Every
+ * process is ended by its own pid.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { accessSync, constants, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { fileLimits, treeTicks } from './proc.ts';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+
+export type TargetName = 'direct' | 'node-relay' | 'socat' | 'proxy';
+
+export interface Service {
+  name: string;
+  host: string;
+  port: number;
+  /** The process to account CPU and memory to (none for direct). */
+  pid: number | null;
+  /** Count CPU over the whole process tree (socat forks per connection). */
+  tree: boolean;
+  proc: ChildProcess | null;
+  output(): string;
+  stop(): Promise<void>;
+}
+
+export function freePort(host = '127.0.0.1'): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, host, () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export async function waitForPort(host: string, port: number, timeoutMs: number, proc?: ChildProcess): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (proc && proc.exitCode !== null) throw new Error(`process exited with code ${proc.exitCode} before listening on ${host}:${port}`);
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect({ host, port });
+      s.once('connect', () => { s.destroy(); resolve(true); });
+      s.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`nothing listens on ${host}:${port} after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+function findExecutable(name: string): string | null {
+  for (const dir of [...(process.env.PATH ?? '').split(':'), '/usr/sbin', '/usr/local/sbin', '/sbin']) {
+    if (!dir) continue;
+    try {
+      accessSync(path.join(dir, name), constants.X_OK);
+      return path.join(dir, name);
+    } catch {
+      // next
+    }
+  }
+  return null;
+}
+
+function capture(proc: ChildProcess): () => string {
+  let out = '';
+  const add = (d: Buffer): void => {
+    out += d.toString();
+    if (out.length > 100_000) out = out.slice(-50_000);
+  };
+  proc.stdout?.on('data', add);
+  proc.stderr?.on('data', add);
+  return () => out;
+}
+
+/** SIGTERM, then SIGKILL after `graceMs`; descendants (socat's forks) get the same. */
+async function stopProcess(proc: ChildProcess, graceMs = 15_000, withChildren = false): Promise<void> {
+  if (proc.exitCode !== null || proc.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+  const children = withChildren && proc.pid ? [...treeTicks(proc.pid).keys()].filter((p) => p !== proc.pid) : [];
+  proc.kill('SIGTERM');
+  for (const pid of children) {
+    try {
+      process.kill(pid, 'SIGTERM');
+    } catch {
+      // already gone
+    }
+  }
+  const timer = setTimeout(() => proc.kill('SIGKILL'), graceMs);
+  await exited;
+  clearTimeout(timer);
+}
+
+function service(name: string, host: string, port: number, proc: ChildProcess, tree: boolean, cleanup?: () => void, graceMs?: number): Service {
+  const output = capture(proc);
+  return {
+    name,
+    host,
+    port,
+    pid: proc.pid ?? null,
+    tree,
+    proc,
+    output,
+    async stop() {
+      await stopProcess(proc, graceMs, tree);
+      cleanup?.();
+    },
+  };
+}
+
+export interface MosquittoInfo {
+  fileLimits: { soft: number; hard: number };
+  raised: string;
+}
+
+/**
+ * Mosquitto with no connection limit and only errors logged. Its open-files
+ * limit is raised with prlimit when the hard limit allows more than it has.
+ */
+export async function startMosquitto(host = '127.0.0.1'): Promise<Service & { info: MosquittoInfo }> {
+  const binary = findExecutable('mosquitto');
+  if (!binary) throw new Error('mosquitto is not installed');
+  const port = await freePort(host);
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'mlp-bench-mosquitto-'));
+  const conf = path.join(dir, 'mosquitto.conf');
+  writeFileSync(conf, [
+    'per_listener_settings false',
+    `listener ${port} ${host}`,
+    'allow_anonymous true',
+    'persistence false',
+    'max_connections -1',
+    'log_dest stderr',
+    'log_type error',
+    'log_type warning',
+    '',
+  ].join('\n'));
+  // The soft limit can only be raised up to the hard one without CAP_SYS_RESOURCE.
+  const mine = fileLimits();
+  const proc = spawn(binary, ['-c', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const svc = service('mosquitto', host, port, proc, false, () => rmSync(dir, { recursive: true, force: true }));
+  await waitForPort(host, port, 10_000, proc);
+  let raised = 'not needed';
+  if (mine.soft < mine.hard) {
+    const r = spawn('prlimit', [`--pid=${proc.pid}`, `--nofile=${mine.hard}:${mine.hard}`], { stdio: 'ignore' });
+    const code = await new Promise<number | null>((resolve) => r.once('exit', resolve));
+    raised = code === 0 ? `raised to ${mine.hard}` : `prlimit failed (${code})`;
+  }
+  return { ...svc, info: { fileLimits: fileLimits(proc.pid!), raised } };
+}
+
+export function directService(broker: Service): Service {
+  return { name: 'direct', host: broker.host, port: broker.port, pid: null, tree: false, proc: null, output: () => '', stop: async () => {} };
+}
+
+export async function startNodeRelay(upstream: Service, options: { nodeFlags?: string[]; host?: string; script?: string } = {}): Promise<Service> {
+  const host = options.host ?? '127.0.0.1';
+  const port = await freePort(host);
+  const proc = spawn(process.execPath, [...(options.nodeFlags ?? []), '--import', 'tsx', path.resolve(ROOT, options.script ?? 'proxy/bench/relay.ts'), '--listen', `${host}:${port}`, '--upstream', `${upstream.host}:${upstream.port}`], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const svc = service('node-relay', host, port, proc, false);
+  await waitForPort(host, port, 20_000, proc);
+  return svc;
+}
+
+export async function startSocat(upstream: Service, host = '127.0.0.1'): Promise<Service> {
+  const binary = findExecutable('socat');
+  if (!binary) throw new Error('socat is not installed');
+  const port = await freePort(host);
+  const proc = spawn(binary, [`TCP-LISTEN:${port},bind=${host},fork,reuseaddr,nodelay`, `TCP:${upstream.host}:${upstream.port},nodelay`], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const svc = service('socat', host, port, proc, true);
+  await waitForPort(host, port, 10_000, proc);
+  return svc;
+}
+
+/** The proxy as shipped (bin -> tsx -> cli), with optional extra node flags (--cpu-prof). */
+export async function startProxy(upstream: Service, options: { nodeFlags?: string[]; host?: string; extraArgs?: string[] } = {}): Promise<Service> {
+  const host = options.host ?? '127.0.0.1';
+  const port = await freePort(host);
+  const admin = await freePort(host);
+  const proc = spawn(process.execPath, [
+    ...(options.nodeFlags ?? []),
+    path.join(ROOT, 'proxy/bin/mqtt-liveness-proxy.js'),
+    '--listen', `${host}:${port}`,
+    '--upstream', `${upstream.host}:${upstream.port}`,
+    '--admin', `${host}:${admin}`,
+    '--broker', 'none',
+    '--log-level', 'warn',
+    ...(options.extraArgs ?? []),
+  ], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const svc = service('proxy', host, port, proc, false, undefined, 30_000);
+  await waitForPort(host, port, 20_000, proc);
+  return svc;
+}
