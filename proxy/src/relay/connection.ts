@@ -140,6 +140,7 @@ export class Connection {
   // ---- client -> broker ----------------------------------------------------
 
   private readonly onClientData = (chunk: Buffer): void => {
+    if (this.finished) return;
     this.deadlines.lastClientActivity = this.ctx.clock.now();
     this.bytesFromClient += chunk.length;
     const error = this.toBroker.push(chunk);
@@ -253,6 +254,7 @@ export class Connection {
       } else if (type === CONNACK) {
         frame = this.onConnack(frame);
       } else if (type === DISCONNECT) {
+        this.brokerSentDisconnect = true;
         const code = disconnectReason(frame, this.connect?.protocolVersion ?? 4);
         this.detail = `broker sent DISCONNECT${code ? ` 0x${code.toString(16)}` : ''}`;
       }
@@ -329,10 +331,24 @@ export class Connection {
   private readonly onBrokerEnd = (): void => {
     // FIN from the broker: pending bytes reach the client first, then the FIN.
     this.brokerEnded = true;
-    if (this.reason === null && !this.clientEnded) this.setReason('broker_close', this.detail);
+    if (this.reason === null && !this.clientEnded) {
+      this.setReason('broker_close', this.detail);
+      this.tellClientBrokerGone();
+    }
     this.client.end();
     this.lingerThenCut();
   };
+
+  /**
+   * The broker went away without a DISCONNECT of its own (it died or restarted):
+   * an MQTT 5 client is told "server unavailable" so it reconnects at once.
+   */
+  private tellClientBrokerGone(): void {
+    if (!this.connack5() || this.brokerSentDisconnect || !this.toClient.atBoundary || this.client.destroyed) return;
+    this.client.write(disconnectV5(REASON.serverUnavailable));
+  }
+
+  private brokerSentDisconnect = false;
 
   /** A half-closed connection whose other side never finishes is cut after a while. */
   private lingerThenCut(): void {
@@ -381,6 +397,7 @@ export class Connection {
       // Otherwise wait for the CONNECT to learn the protocol version, then refuse.
       return;
     }
+    if (this.connack5()) this.clientDisconnectReason = REASON.serverUnavailable;
     this.end('broker_close', err.code ?? err.message);
   };
 
