@@ -164,6 +164,17 @@ for (const set of SETS) {
     t.notMatch(r.stdout, /\[(WARNING|ERROR)\]/, 'no warnings');
   });
 
+  t.test(`helm install --dry-run=client and NOTES.txt: ${set.name}`, async (t) => {
+    const args = ['install', 'notes', CHART, '--dry-run=client', '--namespace', 'mqtt'];
+    for (const f of set.valuesFiles) args.push('-f', f);
+    const r = helm(args);
+    t.equal(r.status, 0, r.status === 0 ? 'a client-side dry-run install succeeds' : r.stderr);
+    const notes = r.stdout.slice(r.stdout.indexOf('NOTES:'));
+    t.match(notes, /MQTT clients connect to:\n\s+notes-mqtt-liveness-proxy\.mqtt\.svc:\d+/, 'NOTES name the MQTT Service');
+    t.match(notes, /helm test notes -n mqtt/);
+    t.notMatch(r.stdout, /<no value>|%!/, 'no unset template values anywhere');
+  });
+
   t.test(`helm template: ${set.name}`, async (t) => {
     const objects = render({ valuesFiles: set.valuesFiles });
     const values = readValues(set.valuesFiles) as {
