@@ -170,7 +170,7 @@ for (const set of SETS) {
     const r = helm(args);
     t.equal(r.status, 0, r.status === 0 ? 'a client-side dry-run install succeeds' : r.stderr);
     const notes = r.stdout.slice(r.stdout.indexOf('NOTES:'));
-    t.match(notes, /MQTT clients connect to:\n\s+notes-mqtt-liveness-proxy\.mqtt\.svc:\d+/, 'NOTES name the MQTT Service');
+    t.match(notes, /MQTT clients connect to:\n\s+[a-z0-9-]+\.mqtt\.svc:\d+/, 'NOTES name the MQTT Service');
     t.match(notes, /helm test notes -n mqtt/);
     t.notMatch(r.stdout, /<no value>|%!/, 'no unset template values anywhere');
   });
