@@ -7,7 +7,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import mqtt from 'mqtt';
 import { startMosquitto } from './helpers/mosquitto.ts';
 import { startProxy } from './helpers/proxy.ts';
-import { connectClient, connectFrame, eventually, nextMessages, RawClient } from './helpers/clients.ts';
+import { connectClient, connectFrame, eventually, nextMessages, RawClient, sleep } from './helpers/clients.ts';
 
 const broker = await startMosquitto();
 const proxy = await startProxy(broker.port);
@@ -148,4 +148,30 @@ t.test('half-close: a client FIN reaches the broker after everything before it',
   t.equal((await got)[0].payload.toString(), 'h');
   await c.waitForClose();
   t.equal(c.received[0], 0x20, 'the CONNACK reached the half-closed client before the close');
+});
+
+t.test('a broker that dies: MQTT 5 clients get DISCONNECT 0x88; a broker that closes one connection: passed on untouched', async (t) => {
+  const own = await startMosquitto();
+  const p = await startProxy(own.port);
+  t.teardown(async () => { await p.stop(); await own.stop(); });
+  // Alive broker closing one connection (session takeover, v3.1.1: no DISCONNECT): nothing injected.
+  const first = await RawClient.connect(p.port);
+  first.write(connectFrame({ clientId: 'taken', keepalive: 30, protocolVersion: 5 }));
+  await first.waitForBytes(5);
+  const second = await RawClient.connect(p.port);
+  t.teardown(() => second.destroy());
+  second.write(connectFrame({ clientId: 'taken', keepalive: 30, protocolVersion: 5 }));
+  await first.waitForClose();
+  // Mosquitto 2.0.11 closes a taken-over MQTT 5 session without a DISCONNECT; the proxy adds none.
+  t.equal(first.received.length, 2 + first.received[1], 'takeover: only the CONNACK, then the close, as the broker sent it');
+  await sleep(50);
+
+  const v5 = await RawClient.connect(p.port);
+  v5.write(connectFrame({ clientId: 'orphan', keepalive: 30, protocolVersion: 5 }));
+  await v5.waitForBytes(5);
+  own.proc.kill('SIGKILL');
+  await v5.waitForClose();
+  t.same([...v5.received.subarray(-3)], [0xe0, 0x01, 0x88], 'broker death: DISCONNECT 0x88 (server unavailable)');
+  const end = await p.nextClose((e) => e.clientId === 'orphan');
+  t.equal(end.reason, 'broker_close');
 });

@@ -21,6 +21,7 @@ import { allowedSilenceMs, brokerDeadlineMs, decideKeepAlive, policyFor, serverK
 import { isLivenessReason, type Reason } from '../liveness/reasons.ts';
 import type { Config, HostPort, KeepAlivePolicy } from '../config/types.ts';
 import { TO_BROKER, TO_CLIENT, type TrafficStats } from './stats.ts';
+import { upstreamAccepting } from './upstream-check.ts';
 import type { ConnectionFacts, ProxyEvents } from './events.ts';
 
 export interface ConnectionContext {
@@ -331,24 +332,27 @@ export class Connection {
   private readonly onBrokerEnd = (): void => {
     // FIN from the broker: pending bytes reach the client first, then the FIN.
     this.brokerEnded = true;
+    this.lingerThenCut();
     if (this.reason === null && !this.clientEnded) {
       this.setReason('broker_close', this.detail);
-      this.tellClientBrokerGone();
+      if (this.connack5() && !this.brokerSentDisconnect) {
+        // Closed without a DISCONNECT: did the broker die, or close this one connection?
+        void upstreamAccepting(this.ctx.upstream).then((alive) => {
+          if (!alive && this.toClient.atBoundary && !this.client.destroyed) {
+            // It died: an MQTT 5 client is told "server unavailable" so it reconnects at once.
+            this.client.write(disconnectV5(REASON.serverUnavailable));
+          }
+          this.client.end();
+        });
+        return;
+      }
     }
     this.client.end();
-    this.lingerThenCut();
   };
 
-  /**
-   * The broker went away without a DISCONNECT of its own (it died or restarted):
-   * an MQTT 5 client is told "server unavailable" so it reconnects at once.
-   */
-  private tellClientBrokerGone(): void {
-    if (!this.connack5() || this.brokerSentDisconnect || !this.toClient.atBoundary || this.client.destroyed) return;
-    this.client.write(disconnectV5(REASON.serverUnavailable));
-  }
-
   private brokerSentDisconnect = false;
+  /** Waiting to learn whether the broker died before ending the client side. */
+  private checkingBroker = false;
 
   /** A half-closed connection whose other side never finishes is cut after a while. */
   private lingerThenCut(): void {
@@ -397,8 +401,16 @@ export class Connection {
       // Otherwise wait for the CONNECT to learn the protocol version, then refuse.
       return;
     }
-    if (this.connack5()) this.clientDisconnectReason = REASON.serverUnavailable;
-    this.end('broker_close', err.code ?? err.message);
+    if (!this.connack5()) {
+      this.end('broker_close', err.code ?? err.message);
+      return;
+    }
+    this.checkingBroker = true;
+    void upstreamAccepting(this.ctx.upstream).then((alive) => {
+      this.checkingBroker = false;
+      if (!alive) this.clientDisconnectReason = REASON.serverUnavailable;
+      this.end('broker_close', err.code ?? err.message);
+    });
   };
 
   private readonly onSocketClose = (): void => {
@@ -407,7 +419,7 @@ export class Connection {
       if (this.client.destroyed && !this.upstream.destroyed && !this.upstreamFailed) {
         if (this.reason === null) this.setReason('client_close', null);
         if (!this.clientEnded) this.upstream.destroy();
-      } else if (this.upstream.destroyed && !this.client.destroyed) {
+      } else if (this.upstream.destroyed && !this.client.destroyed && !this.checkingBroker) {
         if (this.reason === null) this.setReason('broker_close', this.detail);
         if (!this.brokerEnded && !this.upstreamFailed) this.client.destroy();
       }
