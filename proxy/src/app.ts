@@ -5,12 +5,14 @@
  */
 import type { Logger } from 'pino';
 import type { Config } from './config/types.ts';
+import { parseHostPort } from './config/types.ts';
 import { startBroker, type BrokerHandle } from './broker/supervisor.ts';
 import { ProxyServer } from './relay/server.ts';
 import { systemClock, type Clock } from './liveness/clock.ts';
 import { ProxyMetrics } from './metrics.ts';
 import { AdminServer } from './admin/server.ts';
 import { WebhookSender, webhookOptionsFrom } from './events/webhook.ts';
+import { Canary } from './probes/canary.ts';
 
 export interface App {
   config: Config;
@@ -21,6 +23,8 @@ export interface App {
   admin: AdminServer;
   /** Webhook sender, when events.webhook is set. */
   webhook: WebhookSender | null;
+  /** The broker canary, when probes.enabled (readiness check `broker`). */
+  canary: Canary | null;
   stop(): Promise<void>;
 }
 
@@ -44,6 +48,7 @@ export async function startApp(config: Config, log: Logger, clock?: Clock): Prom
     await broker?.stop();
     throw err;
   }
+  const canary = config.probes.enabled ? startCanary(config, proxy, metrics, admin, log, clock ?? systemClock) : null;
   let stopped: Promise<void> | null = null;
   return {
     config,
@@ -52,8 +57,11 @@ export async function startApp(config: Config, log: Logger, clock?: Clock): Prom
     metrics,
     admin,
     webhook,
+    canary,
     stop() {
       stopped ??= (async () => {
+        // The canary first: a broker stopped below must not look like a broker failure.
+        await canary?.stop();
         // /readyz turns 503 as soon as the listener stops accepting; the admin server goes last.
         await proxy.close();
         await webhook?.stop();
@@ -64,4 +72,27 @@ export async function startApp(config: Config, log: Logger, clock?: Clock): Prom
       return stopped;
     },
   };
+}
+
+/**
+ * The broker canary, started once the proxy listens: readiness check `broker`,
+ * and with probes.onBrokerDown close, every established client connection
+ * ends (broker_down) when the broker turns down.
+ */
+function startCanary(config: Config, proxy: ProxyServer, metrics: ProxyMetrics, admin: AdminServer, log: Logger, clock: Clock): Canary {
+  const canary = new Canary({
+    probes: config.probes,
+    upstream: parseHostPort(config.upstream),
+    clock,
+    log,
+    metrics,
+    onState(state, why) {
+      if (state !== 'down' || proxy.config.probes.onBrokerDown !== 'close') return;
+      const ended = proxy.endEstablished('broker_down', why);
+      log.warn({ event: 'broker_down_close', connections: ended }, 'probes.onBrokerDown close: ended the client connections');
+    },
+  });
+  admin.addReadinessCheck('broker', () => canary.readiness());
+  canary.start();
+  return canary;
 }

@@ -7,6 +7,7 @@ import type { Config } from '../config/types.ts';
 import { parseHostPort } from '../config/types.ts';
 import { systemClock, type Clock } from '../liveness/clock.ts';
 import { compileRules, type CompiledRule } from '../liveness/policy.ts';
+import type { Reason } from '../liveness/reasons.ts';
 import { applyTcpLiveness } from '../liveness/tcp-options.ts';
 import { Connection, type ConnectionContext } from './connection.ts';
 import { ProxyEvents } from './events.ts';
@@ -109,6 +110,22 @@ export class ProxyServer {
   /** Add a listener created elsewhere (TLS). */
   adopt(server: net.Server): void {
     this.servers.push(server);
+  }
+
+  /**
+   * End every open connection whose CONNACK was seen (an MQTT session exists),
+   * for a reason decided outside the connection, e.g. `broker_down` from the
+   * canary (MQTT 5 clients get DISCONNECT 0x88). Connections still waiting for
+   * their CONNACK are left alone. Returns how many were ended.
+   */
+  endEstablished(reason: Reason, detail: string | null): number {
+    let ended = 0;
+    for (const conn of [...this.connections]) {
+      if (!conn.isOpen || !conn.hasConnack) continue;
+      conn.end(reason, detail);
+      ended++;
+    }
+    return ended;
   }
 
   /**
