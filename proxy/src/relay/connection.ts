@@ -202,8 +202,10 @@ export class Connection {
     this.deadlines.allowedSilenceMs = decision.allowedSilenceMs;
     this.allowedPolicy = policy;
     if (decision.upstreamKeepAlive !== undefined) {
-      // Translation: keep the broker's session alive with our own PINGREQs at half its keep-alive.
-      this.deadlines.upstreamProbeIdleMs = decision.upstreamKeepAlive * 500;
+      // Translation: keep the broker's session alive with our own PINGREQs at half its keep-alive
+      // (or more often, if per-connection probes ask for it).
+      const idle = ctx.config.probes.upstreamProbeIdle;
+      this.deadlines.upstreamProbeIdleMs = Math.min(decision.upstreamKeepAlive * 500, idle > 0 ? idle * 1000 : Infinity);
       this.deadlines.probeTimeoutMs = ctx.config.probes.upstreamProbeTimeout * 1000;
     } else if (ctx.config.probes.upstreamProbeIdle > 0) {
       this.deadlines.upstreamProbeIdleMs = ctx.config.probes.upstreamProbeIdle * 1000;
@@ -250,6 +252,8 @@ export class Connection {
           this.proxyPingsInFlight--;
           this.deadlines.probeSentAt = -1;
           this.ctx.stats.swallowedPingResps++;
+          // The timer still waits for the probe timeout: bring it forward to the next probe.
+          this.schedule(this.ctx.clock.now());
           return null;
         }
       } else if (type === CONNACK) {
@@ -452,7 +456,7 @@ export class Connection {
   };
 
   private injectPing(now: number): void {
-    if (!this.connackSeen || !this.toBroker.atBoundary || this.upstream.destroyed) {
+    if (!this.connackSeen || !this.toBroker.atBoundary || !this.upstream.writable) {
       // Not now: retry after a short while instead of splitting a frame.
       this.deadlines.lastUpstreamActivity = now - this.deadlines.upstreamProbeIdleMs + 100;
       return;
