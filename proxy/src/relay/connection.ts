@@ -98,19 +98,23 @@ export class Connection {
 
     client.setNoDelay(true);
     ctx.applyTcpLiveness(client);
-    client.on('data', this.onClientData);
-    client.on('end', this.onClientEnd);
-    client.on('error', this.onClientError);
-    client.on('close', this.onSocketClose);
-    client.on('drain', this.onClientDrain);
+    // Methods bound here rather than arrow-function fields: under tsx (esbuild
+    // keepNames) every arrow field also gets a defineProperty('name'), about 300 B
+    // more per closure, and a connection has 18 of them (see BENCHMARKS.md).
+    const onSocketClose = this.onSocketClose.bind(this);
+    client.on('data', this.onClientData.bind(this));
+    client.on('end', this.onClientEnd.bind(this));
+    client.on('error', this.onClientError.bind(this));
+    client.on('close', onSocketClose);
+    client.on('drain', this.onClientDrain.bind(this));
 
     this.upstream = net.connect({ host: ctx.upstream.host, port: ctx.upstream.port, allowHalfOpen: true, noDelay: true });
-    this.upstream.on('connect', this.onUpstreamConnect);
-    this.upstream.on('data', this.onBrokerData);
-    this.upstream.on('end', this.onBrokerEnd);
-    this.upstream.on('error', this.onUpstreamError);
-    this.upstream.on('close', this.onSocketClose);
-    this.upstream.on('drain', this.onUpstreamDrain);
+    this.upstream.on('connect', this.onUpstreamConnect.bind(this));
+    this.upstream.on('data', this.onBrokerData.bind(this));
+    this.upstream.on('end', this.onBrokerEnd.bind(this));
+    this.upstream.on('error', this.onUpstreamError.bind(this));
+    this.upstream.on('close', onSocketClose);
+    this.upstream.on('drain', this.onUpstreamDrain.bind(this));
     this.schedule(now);
   }
 
@@ -140,31 +144,29 @@ export class Connection {
 
   // ---- client -> broker ----------------------------------------------------
 
-  private readonly onClientData = (chunk: Buffer): void => {
+  private onClientData(chunk: Buffer): void {
     if (this.finished) return;
     this.deadlines.lastClientActivity = this.ctx.clock.now();
     this.bytesFromClient += chunk.length;
     const error = this.toBroker.push(chunk);
     if (error) this.onFrameError(error, 'to_broker');
-  };
+  }
 
-  private readonly clientSide: FrameHandler = {
-    onHeader: (type: number): HeaderDecision => {
-      if (this.connect === null) {
-        if (type !== CONNECT) {
-          this.detail = `first packet is type ${type}, not CONNECT`;
-          return REJECT;
-        }
-        return HOLD; // counted once forwarded
+  private readonly clientSide: FrameHandler = { onHeader: this.clientHeader.bind(this), onHeld: this.onConnect.bind(this), emit: this.writeUpstream.bind(this) };
+
+  private clientHeader(type: number): HeaderDecision {
+    if (this.connect === null) {
+      if (type !== CONNECT) {
+        this.detail = `first packet is type ${type}, not CONNECT`;
+        return REJECT;
       }
-      this.ctx.stats.packets[type] += 1; // TO_BROKER * 16 + type
-      if (type === PINGREQ) this.pings.push(PING_FROM_CLIENT);
-      else if (type === DISCONNECT) this.clientSentDisconnect = true;
-      return PASS;
-    },
-    onHeld: (frame: Buffer): Buffer | null => this.onConnect(frame),
-    emit: (bytes: Buffer): void => this.writeUpstream(bytes),
-  };
+      return HOLD; // counted once forwarded
+    }
+    this.ctx.stats.packets[type] += 1; // TO_BROKER * 16 + type
+    if (type === PINGREQ) this.pings.push(PING_FROM_CLIENT);
+    else if (type === DISCONNECT) this.clientSentDisconnect = true;
+    return PASS;
+  }
 
   private writeUpstream(bytes: Buffer): void {
     this.deadlines.lastUpstreamActivity = this.ctx.clock.now();
@@ -228,46 +230,46 @@ export class Connection {
 
   // ---- broker -> client ----------------------------------------------------
 
-  private readonly onBrokerData = (chunk: Buffer): void => {
+  private onBrokerData(chunk: Buffer): void {
     const error = this.toClient.push(chunk);
     if (error) this.onFrameError(error, 'to_client');
-  };
+  }
 
-  private readonly brokerSide: FrameHandler = {
-    onHeader: (type: number): HeaderDecision => {
-      if (type === PINGRESP) {
-        if (this.proxyPingsInFlight > 0) return HOLD;
-        this.pings.shift();
-      } else if (type === CONNACK) {
-        if (!this.connackSeen) return HOLD;
-      } else if (type === DISCONNECT) {
-        return HOLD;
+  private readonly brokerSide: FrameHandler = { onHeader: this.brokerHeader.bind(this), onHeld: this.brokerHeld.bind(this), emit: this.writeClient.bind(this) };
+
+  private brokerHeader(type: number): HeaderDecision {
+    if (type === PINGRESP) {
+      if (this.proxyPingsInFlight > 0) return HOLD;
+      this.pings.shift();
+    } else if (type === CONNACK) {
+      if (!this.connackSeen) return HOLD;
+    } else if (type === DISCONNECT) {
+      return HOLD;
+    }
+    this.ctx.stats.packets[16 + type] += 1;
+    return PASS;
+  }
+
+  private brokerHeld(frame: Buffer, type: number): Buffer | null {
+    if (type === PINGRESP) {
+      if (this.pings.shift() === PING_FROM_PROXY) {
+        this.proxyPingsInFlight--;
+        this.deadlines.probeSentAt = -1;
+        this.ctx.stats.swallowedPingResps++;
+        // The timer still waits for the probe timeout: bring it forward to the next probe.
+        this.schedule(this.ctx.clock.now());
+        return null;
       }
-      this.ctx.stats.packets[16 + type] += 1;
-      return PASS;
-    },
-    onHeld: (frame: Buffer, type: number): Buffer | null => {
-      if (type === PINGRESP) {
-        if (this.pings.shift() === PING_FROM_PROXY) {
-          this.proxyPingsInFlight--;
-          this.deadlines.probeSentAt = -1;
-          this.ctx.stats.swallowedPingResps++;
-          // The timer still waits for the probe timeout: bring it forward to the next probe.
-          this.schedule(this.ctx.clock.now());
-          return null;
-        }
-      } else if (type === CONNACK) {
-        frame = this.onConnack(frame);
-      } else if (type === DISCONNECT) {
-        this.brokerSentDisconnect = true;
-        const code = disconnectReason(frame, this.connect?.protocolVersion ?? 4);
-        this.detail = `broker sent DISCONNECT${code ? ` 0x${code.toString(16)}` : ''}`;
-      }
-      this.ctx.stats.packets[16 + type] += 1;
-      return frame;
-    },
-    emit: (bytes: Buffer): void => this.writeClient(bytes),
-  };
+    } else if (type === CONNACK) {
+      frame = this.onConnack(frame);
+    } else if (type === DISCONNECT) {
+      this.brokerSentDisconnect = true;
+      const code = disconnectReason(frame, this.connect?.protocolVersion ?? 4);
+      this.detail = `broker sent DISCONNECT${code ? ` 0x${code.toString(16)}` : ''}`;
+    }
+    this.ctx.stats.packets[16 + type] += 1;
+    return frame;
+  }
 
   private writeClient(bytes: Buffer): void {
     this.bytesToClient += bytes.length;
@@ -305,20 +307,20 @@ export class Connection {
 
   // ---- flow control and half-close ------------------------------------------
 
-  private readonly onClientDrain = (): void => {
+  private onClientDrain(): void {
     this.deadlines.stallSince = -1;
     this.upstream.resume();
-  };
+  }
 
-  private readonly onUpstreamDrain = (): void => {
+  private onUpstreamDrain(): void {
     this.client.resume();
-  };
+  }
 
-  private readonly onUpstreamConnect = (): void => {
+  private onUpstreamConnect(): void {
     this.upstreamConnected = true;
-  };
+  }
 
-  private readonly onClientEnd = (): void => {
+  private onClientEnd(): void {
     // FIN from the client: pass it on after everything before it.
     this.clientEnded = true;
     if (this.reason === null && !this.brokerEnded) {
@@ -331,9 +333,9 @@ export class Connection {
     }
     this.upstream.end();
     this.lingerThenCut();
-  };
+  }
 
-  private readonly onBrokerEnd = (): void => {
+  private onBrokerEnd(): void {
     // FIN from the broker: pending bytes reach the client first, then the FIN.
     this.brokerEnded = true;
     this.lingerThenCut();
@@ -352,7 +354,7 @@ export class Connection {
       }
     }
     this.client.end();
-  };
+  }
 
   private brokerSentDisconnect = false;
   /** Waiting to learn whether the broker died before ending the client side. */
@@ -378,7 +380,7 @@ export class Connection {
   private lingering = false;
   private cutTimer: Timer | null = null;
 
-  private readonly onClientError = (err: NodeJS.ErrnoException): void => {
+  private onClientError(err: NodeJS.ErrnoException): void {
     if (this.reason !== null) return;
     if (err.code === 'ETIMEDOUT') {
       // The kernel gave up on the peer. If we were sending it data it had not asked
@@ -392,9 +394,9 @@ export class Connection {
     } else {
       this.end('client_reset', err.code ?? err.message);
     }
-  };
+  }
 
-  private readonly onUpstreamError = (err: NodeJS.ErrnoException): void => {
+  private onUpstreamError(err: NodeJS.ErrnoException): void {
     if (this.reason !== null) return;
     if (!this.upstreamConnected) {
       this.upstreamFailed = true;
@@ -415,9 +417,9 @@ export class Connection {
       if (!alive) this.clientDisconnectReason = REASON.serverUnavailable;
       this.end('broker_close', err.code ?? err.message);
     });
-  };
+  }
 
-  private readonly onSocketClose = (): void => {
+  private onSocketClose(): void {
     if (++this.closedSockets < 2) {
       // One side is gone; make sure the other follows.
       if (this.client.destroyed && !this.upstream.destroyed && !this.upstreamFailed) {
@@ -430,7 +432,7 @@ export class Connection {
       return;
     }
     this.finish();
-  };
+  }
 
   // ---- deadlines -------------------------------------------------------------
 
@@ -446,14 +448,16 @@ export class Connection {
     if (at >= this.timerAt) return;
     this.timer?.cancel();
     this.timerAt = at;
-    this.timer = at === Infinity ? null : this.ctx.clock.setTimer(this.onTimer, at - now);
+    this.timer = at === Infinity ? null : this.ctx.clock.setTimer(this.timerFired, at - now);
   }
 
-  private readonly onTimer = (): void => {
+  private readonly timerFired = this.onTimer.bind(this);
+
+  private onTimer(): void {
     this.timer = null;
     this.timerAt = Infinity;
     if (this.reason === null) this.schedule(this.ctx.clock.now());
-  };
+  }
 
   private injectPing(now: number): void {
     if (!this.connackSeen || !this.toBroker.atBoundary || !this.upstream.writable) {
