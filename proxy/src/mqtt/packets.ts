@@ -86,6 +86,7 @@ function keepAliveOffsetOf(frame: Buffer): number {
 
 export function decodeConnect(frame: Buffer): ConnectInfo {
   const p = decodeFrame(frame, 4);
+  if (p.cmd !== 'connect') throw new FrameError('MLP_DECODE', `cannot decode packet: a ${p.cmd}, not a CONNECT`);
   const password = p.password;
   const info: ConnectInfo = {
     protocolVersion: Number(p.protocolVersion),
@@ -103,6 +104,13 @@ export function decodeConnect(frame: Buffer): ConnectInfo {
 
 export function decodeConnack(frame: Buffer, protocolVersion: number): ConnackInfo {
   const p = decodeFrame(frame, protocolVersion === 5 ? 5 : 4);
+  if (p.cmd !== 'connack') throw new FrameError('MLP_DECODE', `cannot decode packet: a ${p.cmd}, not a CONNACK`);
+  if (protocolVersion === 5) {
+    // mqtt-packet's reader lets some malformed property lists through (a user
+    // property without its value); refuse them here, so a CONNACK that decodes can be rewritten.
+    const { propsFrom, propsTo } = connackLayout(frame);
+    serverKeepAliveOffsets(frame, propsFrom, propsTo);
+  }
   const props = (p.properties ?? {}) as { serverKeepAlive?: number };
   return {
     sessionPresent: Boolean(p.sessionPresent),
@@ -148,33 +156,78 @@ function varint(n: number): number[] {
   return out;
 }
 
-/**
- * A copy of an MQTT 5 CONNACK with Server Keep Alive set to `seconds`.
- * An absent property is appended to the property list (other bytes kept as
- * the broker sent them); a present one is re-encoded through mqtt-packet.
- */
-export function withServerKeepAlive(frame: Buffer, seconds: number, present: boolean): Buffer {
-  if (present) {
-    const p = decodeFrame(frame, 5);
-    const properties = { ...(p.properties as object), serverKeepAlive: seconds };
-    return mqttPacket.generate({ ...(p as object), cmd: 'connack', properties } as mqttPacket.IConnackPacket, { protocolVersion: 5 });
-  }
+/** Where an MQTT 5 CONNACK's body and property list are (an absent list is empty, at the end). */
+function connackLayout(frame: Buffer): { bodyStart: number; propsFrom: number; propsTo: number } {
   let i = 1;
   while (frame[i] & 0x80) i++;
   i++;
   const bodyStart = i;
   // ack flags + reason code, then the property length.
-  const propsLenAt = bodyStart + 2;
   let propsLength = 0;
   let mul = 1;
-  let j = propsLenAt;
+  let j = bodyStart + 2;
   if (j < frame.length) {
-    for (;;) {
+    for (let k = 0; k < 4; k++) {
       const b = frame[j++];
       propsLength += (b & 0x7f) * mul;
       mul *= 128;
       if (!(b & 0x80)) break;
     }
+  }
+  return { bodyStart, propsFrom: j, propsTo: Math.min(frame.length, j + propsLength) };
+}
+
+/** Encoded size of each MQTT 5 property value after its identifier byte, by identifier. */
+const PROPERTY_SIZE: Record<number, 'byte' | 'int16' | 'int32' | 'varint' | 'bytes' | 'pair'> = {
+  0x01: 'byte', 0x17: 'byte', 0x19: 'byte', 0x24: 'byte', 0x25: 'byte', 0x28: 'byte', 0x29: 'byte', 0x2a: 'byte',
+  0x13: 'int16', 0x21: 'int16', 0x22: 'int16', 0x23: 'int16',
+  0x02: 'int32', 0x11: 'int32', 0x18: 'int32', 0x27: 'int32',
+  0x0b: 'varint',
+  0x03: 'bytes', 0x08: 'bytes', 0x09: 'bytes', 0x12: 'bytes', 0x15: 'bytes', 0x16: 'bytes', 0x1a: 'bytes', 0x1c: 'bytes', 0x1f: 'bytes',
+  0x26: 'pair',
+};
+
+/** Offsets of every Server Keep Alive value (2 bytes) in the property list frame[from, to). Throws on a malformed list. */
+function serverKeepAliveOffsets(frame: Buffer, from: number, to: number): number[] {
+  const found: number[] = [];
+  const bad = (): never => { throw new FrameError('MLP_DECODE', 'cannot decode packet: malformed properties'); };
+  let i = from;
+  const string = (): void => {
+    if (i + 2 > to) bad();
+    i += 2 + frame.readUInt16BE(i);
+  };
+  while (i < to) {
+    const id = frame[i++];
+    switch (PROPERTY_SIZE[id]) {
+      case 'byte': i += 1; break;
+      case 'int16': if (id === 0x13) found.push(i); i += 2; break;
+      case 'int32': i += 4; break;
+      case 'varint': { let k = 0; while (i < to && frame[i] & 0x80 && k < 3) { i++; k++; } i++; break; }
+      case 'bytes': string(); break;
+      case 'pair': string(); string(); break;
+      default: bad();
+    }
+  }
+  if (i !== to) bad();
+  return found;
+}
+
+/**
+ * A copy of an MQTT 5 CONNACK with Server Keep Alive set to `seconds`.
+ * An absent property is appended to the property list; a present one is
+ * overwritten in place. Every other byte is kept as the broker sent it.
+ */
+export function withServerKeepAlive(frame: Buffer, seconds: number, present: boolean): Buffer {
+  const { bodyStart, propsFrom: j, propsTo } = connackLayout(frame);
+  const propsLength = propsTo - j;
+  if (present) {
+    // Overwritten in place, not re-encoded through mqtt-packet: its writer throws
+    // a TypeError on some malformed values its reader accepts.
+    const offsets = serverKeepAliveOffsets(frame, j, propsTo);
+    if (offsets.length === 0) throw new FrameError('MLP_DECODE', 'cannot decode packet: no Server Keep Alive to replace');
+    const copy = Buffer.from(frame);
+    for (const at of offsets) copy.writeUInt16BE(seconds, at);
+    return copy;
   }
   const props = frame.subarray(j, j + propsLength);
   const rest = frame.subarray(j + propsLength);
