@@ -324,6 +324,8 @@ async function fanin(r: Extract<Role, { role: 'fanin' }>): Promise<void> {
 /** Open `count` MQTT connections, `concurrency` at a time. */
 async function openMany(host: string, port: number, count: number, concurrency: number, clientId: (i: number) => string, keepalive: number, localAddresses: Array<string | undefined>, onOpen?: () => void) {
   const sockets: net.Socket[] = [];
+  /** When each socket got its CONNACK (performance.now()). */
+  const connectedAt: number[] = [];
   const errors: Record<string, number> = {};
   let failed = 0;
   let nextIndex = 0;
@@ -333,6 +335,7 @@ async function openMany(host: string, port: number, count: number, concurrency: 
       try {
         const { socket } = await openMqtt(host, port, clientId(i), keepalive, localAddresses[i % localAddresses.length]);
         sockets.push(socket);
+        connectedAt.push(performance.now());
         onOpen?.();
       } catch (err) {
         failed++;
@@ -342,7 +345,7 @@ async function openMany(host: string, port: number, count: number, concurrency: 
     }
   };
   await Promise.all(Array.from({ length: Math.min(concurrency, count) }, worker));
-  return { sockets, failed, errors };
+  return { sockets, connectedAt, failed, errors };
 }
 
 async function idle(r: Extract<Role, { role: 'idle' }>): Promise<void> {
@@ -351,16 +354,16 @@ async function idle(r: Extract<Role, { role: 'idle' }>): Promise<void> {
   await waitFor('go');
   const firstStart = epochNow();
   let lastDone = firstStart;
-  const { sockets, failed, errors } = await openMany(r.host, r.port, r.count, r.concurrency, (i) => `${r.clientIdPrefix}-${i}`, r.keepalive, r.localAddresses, () => { lastDone = epochNow(); });
+  const { sockets, connectedAt, failed, errors } = await openMany(r.host, r.port, r.count, r.concurrency, (i) => `${r.clientIdPrefix}-${i}`, r.keepalive, r.localAddresses, () => { lastDone = epochNow(); });
   let closedEarly = 0;
   const nextPing = new Float64Array(sockets.length);
-  const now0 = performance.now();
   sockets.forEach((s, i) => {
     s.on('error', () => {});
     s.on('data', () => {});
     s.once('close', () => { closedEarly++; });
-    // Spread the keep-alive PINGREQs evenly over one keep-alive period.
-    nextPing[i] = now0 + Math.random() * r.keepalive * 1000;
+    // Spread the keep-alive PINGREQs evenly over one keep-alive period, the
+    // first within one keep-alive of the CONNECT (the pinger ticks every 250 ms).
+    nextPing[i] = connectedAt[i] + Math.random() * (r.keepalive * 1000 - 500);
   });
   let pings = 0;
   const pinger = setInterval(() => {

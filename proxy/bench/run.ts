@@ -44,6 +44,7 @@ const { values: opts } = parseArgs({
     out: { type: 'string' },
     'node-flags': { type: 'string' },
     'relay-script': { type: 'string' },
+    'heap-snapshot': { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h' },
   },
 });
@@ -73,7 +74,7 @@ const CFG = {
   idleKeepalive: num(opts['idle-keepalive'], 60),
   idleRestMs: num(opts['idle-seconds'], opts.quick ? 10 : 60) * 1000,
   /** Before each measurement, wait up to this long for other processes to use less than quietThreshold cores. */
-  quietWaitMs: num(opts['quiet-wait'], 20) * 1000,
+  quietWaitMs: num(opts['quiet-wait'], 30) * 1000,
   quietThreshold: 0.3,
 };
 const SIZES = (opts.sizes ?? '64,16384').split(',').map(Number);
@@ -227,10 +228,19 @@ async function latencyRun(svc: Service, role: 'latency' | 'fanin'): Promise<Late
     const t0 = performance.now();
     const foreign = new ForeignLoad(os.cpus().length);
     child.send('go');
-    const { result } = await child.next('latency', hardLimitMs);
-    const c1 = cpuOf(svc);
-    const seconds = (performance.now() - t0) / 1000;
-    return { ...result, cpuPercent: c0 && c1 ? (c1.secondsSince(c0) / seconds) * 100 : null, foreignCores: foreign.measure().foreign };
+    // The end snapshot is taken while the connections are still open (socat's
+    // per-connection processes must be alive to be counted).
+    let c1: CpuSnapshot | null = null;
+    let seconds = 0;
+    let foreignCores = NaN;
+    const snap = setTimeout(() => {
+      c1 = cpuOf(svc);
+      seconds = (performance.now() - t0) / 1000;
+      foreignCores = foreign.measure().foreign;
+    }, CFG.warmupMs + CFG.durationMs - 20);
+    const { result } = await child.next('latency', hardLimitMs).finally(() => clearTimeout(snap));
+    const end = c1 as CpuSnapshot | null;
+    return { ...result, cpuPercent: c0 && end ? (end.secondsSince(c0) / seconds) * 100 : null, foreignCores };
   } finally {
     await child.stop();
   }
@@ -262,6 +272,11 @@ async function idleScale(svc: Service, rest: boolean): Promise<IdleResult> {
     await warm.next('connected', 30_000);
     await warm.stop();
     await sleep(2000);
+  }
+  if (opts['heap-snapshot'] && svc.proc) {
+    // A baseline snapshot, to diff against the one taken with every client connected.
+    svc.proc.kill('SIGUSR2');
+    await sleep(5000);
   }
   const rssBeforeKb = pid === null ? null : statusKb(pid, 'VmRSS');
   const per = Math.ceil(CFG.idleClients / CFG.idleProcs);
@@ -298,6 +313,11 @@ async function idleScale(svc: Service, rest: boolean): Promise<IdleResult> {
     const restMs = rest ? CFG.idleRestMs : 0;
     if (rest && pid !== null) {
       log(`  ${svc.name}: ${ok} connected in ${connectSeconds.toFixed(2)} s; resting ${restMs / 1000} s`);
+      if (opts['heap-snapshot'] && svc.proc) {
+        // Written by the process itself to bench-results/profiles/<name>/ (it pauses while writing).
+        svc.proc.kill('SIGUSR2');
+        await sleep(5000);
+      }
       const c0 = CpuSnapshot.take(pid);
       const t0 = performance.now();
       const foreignRest = new ForeignLoad(os.cpus().length);
@@ -341,7 +361,12 @@ async function startTarget(name: TargetName, broker: Service): Promise<Service> 
   if (name === 'socat') return startSocat(broker);
   const profDir = path.join(ROOT, 'bench-results/profiles', name);
   if (opts.profile) mkdirSync(profDir, { recursive: true });
-  const nodeFlags = [...(opts.profile ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : []), ...(opts['node-flags']?.split(' ').filter(Boolean) ?? [])];
+  if (opts['heap-snapshot']) mkdirSync(profDir, { recursive: true });
+  const nodeFlags = [
+    ...(opts.profile ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : []),
+    ...(opts['heap-snapshot'] ? ['--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${profDir}`] : []),
+    ...(opts['node-flags']?.split(' ').filter(Boolean) ?? []),
+  ];
   if (name === 'node-relay') return startNodeRelay(broker, { nodeFlags, script: opts['relay-script'] });
   return startProxy(broker, { nodeFlags });
 }
