@@ -2,7 +2,10 @@
  * Where a .cpuprofile (node --cpu-prof) spends its time: self time by
  * function and by area (proxy source, Node internals, GC, idle).
  *
- *   node --import tsx proxy/bench/profile-summary.ts FILE.cpuprofile [--top 25]
+ *   node --import tsx proxy/bench/profile-summary.ts FILE.cpuprofile [--top 25] [--window FROM,TO] [--timeline]
+ *
+ * --window FROM,TO: only samples between FROM and TO seconds after the profile
+ * started; --timeline: busy share per second, to find the window.
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -39,12 +42,15 @@ function area(url: string, name: string): string {
   return 'other';
 }
 
-export function summarize(file: string, top = 25): Summary {
+export function summarize(file: string, top = 25, window: [number, number] = [0, Infinity]): Summary {
   const p = JSON.parse(readFileSync(file, 'utf8')) as Profile;
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
   const self = new Map<number, number>();
   // Each sample's time is the delta that follows it (Chrome's convention).
+  let t = 0;
   for (let i = 0; i < p.samples.length; i++) {
+    t += p.timeDeltas[i] ?? 0;
+    if (t < window[0] * 1e6 || t > window[1] * 1e6) continue;
     const dt = p.timeDeltas[i + 1] ?? 0;
     self.set(p.samples[i], (self.get(p.samples[i]) ?? 0) + dt);
   }
@@ -80,11 +86,31 @@ export function render(s: Summary): string {
   return lines.join('\n');
 }
 
+/** Busy (non-idle) share of each second of the profile. */
+export function timeline(file: string): string {
+  const p = JSON.parse(readFileSync(file, 'utf8')) as Profile;
+  const idle = new Set(p.nodes.filter((n) => n.callFrame.functionName === '(idle)').map((n) => n.id));
+  const busy: number[] = [];
+  const all: number[] = [];
+  let t = 0;
+  for (let i = 0; i < p.samples.length; i++) {
+    t += p.timeDeltas[i] ?? 0;
+    const s = Math.floor(t / 1e6);
+    const dt = p.timeDeltas[i + 1] ?? 0;
+    all[s] = (all[s] ?? 0) + dt;
+    if (!idle.has(p.samples[i])) busy[s] = (busy[s] ?? 0) + dt;
+  }
+  return all.map((a, s) => `${String(s).padStart(4)} s  ${(((busy[s] ?? 0) / (a || 1)) * 100).toFixed(1).padStart(5)}% busy`).join('\n');
+}
+
 if (process.argv[1] && path.resolve(process.argv[1]).endsWith('profile-summary.ts')) {
   const args = process.argv.slice(2);
   const t = args.indexOf('--top');
   const top = t >= 0 ? Number(args[t + 1]) : 25;
-  for (const file of args.filter((a, i) => a.endsWith('.cpuprofile') && args[i - 1] !== '--top')) {
-    process.stdout.write(`== ${path.basename(file)}\n${render(summarize(file, top))}\n\n`);
+  const w = args.indexOf('--window');
+  const window = (w >= 0 ? args[w + 1].split(',').map(Number) : [0, Infinity]) as [number, number];
+  for (const file of args.filter((a) => a.endsWith('.cpuprofile'))) {
+    const body = args.includes('--timeline') ? timeline(file) : render(summarize(file, top, window));
+    process.stdout.write(`== ${path.basename(file)}\n${body}\n\n`);
   }
 }
