@@ -11,21 +11,16 @@
  * Prometheus missing is a failure, not a skip.
  */
 import t from 'tap';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import mqtt from 'mqtt';
-import { request } from 'undici';
 import { ROOT } from '../../scripts/sync-chart.ts';
-import { findExecutable } from '../src/broker/supervisor.ts';
 import { RawClient, connectFrame, sleep } from './helpers/clients.ts';
-import { freePort, startMosquitto } from './helpers/mosquitto.ts';
+import { startMosquitto } from './helpers/mosquitto.ts';
+import { eventually, startPrometheus } from './helpers/prometheus.ts';
 import { startProxy } from './helpers/proxy.ts';
-
-const PROMETHEUS = existsSync('/usr/bin/prometheus') ? '/usr/bin/prometheus' : findExecutable('prometheus');
 
 interface Panel {
   id: number;
@@ -43,33 +38,9 @@ function substitute(expr: string): string {
   return expr.replaceAll('$__rate_interval', '1m').replaceAll('$job', '.*').replaceAll('$instance', '.*').replaceAll('$reason', '.*');
 }
 
-async function getJson<T>(url: string): Promise<T | null> {
-  try {
-    const res = await request(url, { signal: AbortSignal.timeout(5000) });
-    const text = await res.body.text();
-    return res.statusCode === 200 ? (JSON.parse(text) as T) : null;
-  } catch {
-    return null;
-  }
-}
-
-async function eventually<T>(what: string, fn: () => Promise<T | undefined | false | null>, timeoutMs: number, context: () => string = () => ''): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined && v !== false && v !== null) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${context()}`);
-    await sleep(250);
-  }
-}
-
 type RangeResult = { status: string; data: { result: Array<{ metric: Record<string, string>; values: Array<[number, string]> }> }; error?: string };
 
 t.test('every dashboard query returns data from a real Prometheus', async (t) => {
-  if (!PROMETHEUS) {
-    t.fail('Prometheus is not installed: this test needs /usr/bin/prometheus (apt-get install -y prometheus)');
-    return;
-  }
   const cleanups: Array<() => unknown> = [];
   t.teardown(async () => {
     for (const fn of cleanups.reverse()) await fn();
@@ -100,50 +71,10 @@ t.test('every dashboard query returns data from a real Prometheus', async (t) =>
   const admin = new URL(proxy.adminUrl);
 
   // Prometheus, scraping the admin server every second.
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'mlp-dashboard-data-'));
-  const port = await freePort();
-  const config = path.join(dir, 'prometheus.yml');
-  writeFileSync(config, [
-    'global:',
-    '  scrape_interval: 1s',
-    '  scrape_timeout: 1s',
-    '  evaluation_interval: 1s',
-    'scrape_configs:',
-    '  - job_name: mqtt-liveness-proxy',
-    '    static_configs:',
-    `      - targets: ['${admin.host}']`,
-    '',
-  ].join('\n'));
-  const prom: ChildProcess = spawn(PROMETHEUS, [
-    `--config.file=${config}`,
-    `--storage.tsdb.path=${path.join(dir, 'data')}`,
-    `--web.listen-address=127.0.0.1:${port}`,
-    '--storage.tsdb.retention.time=1h',
-    '--log.level=warn',
-  ], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  prom.stdout!.on('data', (d: Buffer) => { output += d.toString(); });
-  prom.stderr!.on('data', (d: Buffer) => { output += d.toString(); });
-  const exited = new Promise<void>((resolve) => prom.once('exit', () => resolve()));
-  cleanups.push(async () => {
-    if (prom.exitCode === null && prom.signalCode === null) {
-      prom.kill('SIGTERM');
-      const timer = setTimeout(() => prom.kill('SIGKILL'), 10_000);
-      await exited;
-      clearTimeout(timer);
-    }
-    rmSync(dir, { recursive: true, force: true });
-  });
-  const api = `http://127.0.0.1:${port}`;
-  const logTail = (): string => `\nprometheus exit=${prom.exitCode}; output:\n${output.slice(-3000)}`;
-  await eventually('Prometheus to be ready', async () => {
-    if (prom.exitCode !== null) throw new Error(`prometheus exited${logTail()}`);
-    const res = await request(`${api}/-/ready`).catch(() => null);
-    await res?.body.dump();
-    return res?.statusCode === 200;
-  }, 60_000, logTail);
-  const query = (q: string): Promise<{ data: { result: Array<{ value: [number, string] }> } } | null> => getJson(`${api}/api/v1/query?query=${encodeURIComponent(q)}`);
-  await eventually('the first scrape', async () => ((await query('mqtt_liveness_build_info'))?.data.result.length ?? 0) > 0, 30_000, logTail);
+  const prom = await startPrometheus({ targets: [admin.host], scrapeInterval: '1s', tmpPrefix: 'mlp-dashboard-data-' });
+  cleanups.push(() => prom.stop());
+  const { query, logTail } = prom;
+  await eventually('the first scrape', async () => ((await query('mqtt_liveness_build_info'))?.length ?? 0) > 0, 30_000, logTail);
   const start = Date.now() / 1000 - 5;
 
   // ---- the scenario
@@ -177,7 +108,7 @@ t.test('every dashboard query returns data from a real Prometheus', async (t) =>
   const verdict = await proxy.nextClose((e) => e.reason === 'keepalive_timeout', 5000);
   t.ok(verdict, 'keepalive_timeout verdict');
   // Keep traffic going while Prometheus scrapes the verdict into a few samples.
-  await eventually('Prometheus to see the verdict', async () => Number((await query('sum(mqtt_liveness_detection_latency_seconds_count)'))?.data.result[0]?.value[1] ?? 0) >= 1, 30_000, logTail);
+  await eventually('Prometheus to see the verdict', async () => Number((await query('sum(mqtt_liveness_detection_latency_seconds_count)'))?.[0]?.value[1] ?? 0) >= 1, 30_000, logTail);
   await eventually('the webhook to deliver', async () => hooks > 0, 15_000);
   for (let i = 0; i < 10; i++) {
     await publisher.publishAsync('dash/tail', `tail ${i}`, { qos: 1 });
@@ -202,7 +133,7 @@ t.test('every dashboard query returns data from a real Prometheus', async (t) =>
   for (const panel of dashboard.panels) {
     for (const target of panel.targets ?? []) {
       const expr = substitute(target.expr);
-      const body = await getJson<RangeResult>(`${api}/api/v1/query_range?query=${encodeURIComponent(expr)}&start=${start}&end=${end}&step=1`);
+      const body = await prom.get<RangeResult>(`/api/v1/query_range?query=${encodeURIComponent(expr)}&start=${start}&end=${end}&step=1`);
       const finite = body?.data.result.some((s) => s.values.some(([, v]) => Number.isFinite(Number(v)))) ?? false;
       t.ok(finite, `panel ${panel.id} "${panel.title}" ${target.refId}: data for ${expr}`);
       if (!finite) empty.push(`panel ${panel.id} "${panel.title}" ${target.refId}`);
@@ -220,7 +151,7 @@ t.test('every dashboard query returns data from a real Prometheus', async (t) =>
     const m = /^label_values\((.*), (\w+)\)$/.exec((v.query as { query: string }).query);
     t.ok(m, `variable ${v.name}: label_values query`);
     if (!m) continue;
-    const body = await getJson<{ data: string[] }>(`${api}/api/v1/label/${m[2]}/values?match[]=${encodeURIComponent(substitute(m[1]))}&start=${start}&end=${end}`);
+    const body = await prom.get<{ data: string[] }>(`/api/v1/label/${m[2]}/values?match[]=${encodeURIComponent(substitute(m[1]))}&start=${start}&end=${end}`);
     t.ok((body?.data.length ?? 0) > 0, `variable ${v.name} has values: ${JSON.stringify(body?.data)}`);
     if (v.name === 'job') t.same(body?.data, ['mqtt-liveness-proxy']);
     if (v.name === 'instance') t.same(body?.data, [admin.host]);

@@ -14,7 +14,7 @@ import type { Logger } from 'pino';
 import { parseHostPort } from '../config/types.ts';
 import type { Clock } from '../liveness/clock.ts';
 import type { ProxyMetrics } from '../metrics.ts';
-import { protocolLabel } from '../metrics.ts';
+import { identityOf, type ConnectionIdentity } from '../relay/connection-json.ts';
 import type { ProxyServer } from '../relay/server.ts';
 
 export interface CheckResult {
@@ -42,15 +42,8 @@ export interface AdminServerOptions {
 }
 
 /** One row of GET /connections. */
-export interface ConnectionRow {
+export interface ConnectionRow extends ConnectionIdentity {
   id: number;
-  clientId: string | null;
-  username: string | null;
-  remoteAddress: string;
-  remotePort: number;
-  protocol: string | null;
-  keepAlive: number | null;
-  effectiveKeepAlive: number | null;
   secondsSinceLastPacket: number;
   /** Seconds until the keep-alive verdict; null when no keep-alive is enforced. */
   secondsToDeadline: number | null;
@@ -262,19 +255,12 @@ export class AdminServer {
     const proxy = this.options.proxy;
     for (const conn of proxy.connections) {
       if (rows.length >= limit) break;
-      const c = conn.connect;
       const d = conn.deadlines;
       const silenceMs = Math.max(0, now - d.lastClientActivity);
       const deadline = d.allowedSilenceMs === Infinity ? null : d.lastClientActivity + d.allowedSilenceMs - now;
       rows.push({
         id: conn.id,
-        clientId: c ? c.clientId : null,
-        username: c?.username ?? null,
-        remoteAddress: conn.remoteAddress,
-        remotePort: conn.remotePort,
-        protocol: protocolLabel(c?.protocolVersion),
-        keepAlive: c ? c.keepAlive : null,
-        effectiveKeepAlive: conn.effectiveKeepAlive,
+        ...identityOf(conn.facts()),
         secondsSinceLastPacket: round(silenceMs / 1000),
         secondsToDeadline: deadline === null ? null : round(Math.max(0, deadline) / 1000),
         bytesFromClient: conn.bytesFromClient,

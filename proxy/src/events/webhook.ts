@@ -14,22 +14,16 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { Agent, request } from 'undici';
 import type { Config } from '../config/types.ts';
-import { PROXY_VERSION, protocolLabel, type ProxyMetrics } from '../metrics.ts';
+import { PROXY_VERSION, type ProxyMetrics } from '../metrics.ts';
+import { identityOf, type ConnectionIdentity } from '../relay/connection-json.ts';
 import type { CloseEvent, ConnectEvent, ConnectionFacts, ProxyEvents } from '../relay/events.ts';
 
 export type WebhookEventType = 'verdict' | 'connect' | 'disconnect';
 
-export interface WebhookBody {
+export interface WebhookBody extends ConnectionIdentity {
   eventId: string;
   type: WebhookEventType;
   connectionId: number;
-  clientId: string | null;
-  username: string | null;
-  remoteAddress: string;
-  remotePort: number;
-  protocol: string | null;
-  keepAlive: number | null;
-  effectiveKeepAlive: number | null;
   /** Why the connection ended (null for connect). */
   reason: string | null;
   detail: string | null;
@@ -262,13 +256,7 @@ export function bodyOf(type: WebhookEventType, f: ConnectionFacts, end: CloseEve
     eventId: randomUUID(),
     type,
     connectionId: f.id,
-    clientId: f.clientId,
-    username: f.username,
-    remoteAddress: f.remoteAddress,
-    remotePort: f.remotePort,
-    protocol: protocolLabel(f.protocolVersion),
-    keepAlive: f.keepAlive,
-    effectiveKeepAlive: f.effectiveKeepAlive,
+    ...identityOf(f),
     reason: end ? end.reason : null,
     detail: end ? end.detail : null,
     silenceSeconds: end ? seconds(end.silenceMs) : null,
