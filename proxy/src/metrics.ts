@@ -14,7 +14,7 @@ import { PACKAGE_ROOT } from './broker/supervisor.ts';
 import { LIVENESS_REASONS, REASONS } from './liveness/reasons.ts';
 import { frameErrorKind } from './mqtt/errors.ts';
 import { PACKET_NAMES } from './mqtt/packets.ts';
-import type { CloseEvent, ConnectEvent } from './relay/events.ts';
+import type { CloseEvent, ConnectEvent, RejectEvent } from './relay/events.ts';
 import type { ProxyServer } from './relay/server.ts';
 import { DIRECTIONS, TO_BROKER, TO_CLIENT } from './relay/stats.ts';
 
@@ -283,13 +283,17 @@ export class ProxyMetrics {
     const onConnect = (e: ConnectEvent): void => this.onConnect(e);
     const onClose = (e: CloseEvent): void => this.onClose(e);
     const onFrameError = (e: { kind: string }): void => this.frameErrors.inc({ kind: e.kind });
+    // Sockets refused by an admission limit (relay/limits.ts) never become connections.
+    const onReject = (e: RejectEvent): void => this.connectsRejected.inc({ reason: e.reason });
     proxy.events.on('connect', onConnect);
     proxy.events.on('close', onClose);
     proxy.events.on('frameError', onFrameError);
+    proxy.events.on('reject', onReject);
     this.detach = () => {
       proxy.events.off('connect', onConnect);
       proxy.events.off('close', onClose);
       proxy.events.off('frameError', onFrameError);
+      proxy.events.off('reject', onReject);
     };
   }
 

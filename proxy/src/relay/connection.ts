@@ -525,11 +525,25 @@ export class Connection {
       this.upstream.destroy();
     }
     if (v5 && this.connackSeen && this.clientDisconnectReason < 0) this.clientDisconnectReason = clientReasonFor(reason);
+    let flushing = false;
     if (this.clientDisconnectReason >= 0 && this.toClient.atBoundary && !this.client.destroyed) {
       // Best effort: a dead peer will not read it; the socket is freed either way.
-      this.client.write(disconnectV5(this.clientDisconnectReason));
+      const idle = this.client.writableLength === 0;
+      this.client.write(disconnectV5(this.clientDisconnectReason), () => {
+        if (flushing) this.client.destroy();
+      });
+      // A plain socket sent it already; a TLS socket still holds it (encryption is
+      // asynchronous), so it goes once written, or after a moment at the latest.
+      flushing = idle && this.client.writableLength > 0;
     }
+    if (flushing) this.cutLater(1000);
+    else this.client.destroy();
+  }
+
+  /** Cut both sockets now, however the connection is ending (shutdown after its grace). */
+  cut(): void {
     this.client.destroy();
+    this.upstream.destroy();
   }
 
   private clearTimer(): void {

@@ -4,6 +4,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { Reason } from '../liveness/reasons.ts';
+import type { LimitReason } from './limits.ts';
 
 export interface ConnectionFacts {
   id: number;
@@ -44,9 +45,21 @@ export interface CloseEvent extends ConnectionFacts {
   liveness: boolean;
 }
 
+/** A new socket refused by an admission limit, closed before any upstream connection. */
+export interface RejectEvent {
+  reason: LimitReason;
+  remoteAddress: string;
+  remotePort: number;
+  /** Which listener accepted it. */
+  listener: 'mqtt' | 'mqtts';
+  /** Wall-clock ms. */
+  at: number;
+}
+
 export interface ProxyEventMap {
   connect: [ConnectEvent];
   close: [CloseEvent];
+  reject: [RejectEvent];
   frameError: [{ kind: string; code: string; direction: 'to_broker' | 'to_client' }];
 }
 

@@ -11,6 +11,8 @@ import type { Reason } from '../liveness/reasons.ts';
 import { applyTcpLiveness } from '../liveness/tcp-options.ts';
 import { Connection, type ConnectionContext } from './connection.ts';
 import { ProxyEvents } from './events.ts';
+import { Admission, sourceOf, type LimitReason, type Ticket } from './limits.ts';
+import { RefusalLog } from './refusal-log.ts';
 import { TrafficStats } from './stats.ts';
 
 export interface ProxyServerOptions {
@@ -26,6 +28,11 @@ export class ProxyServer {
   private readonly servers: net.Server[] = [];
   private readonly ctx: ConnectionContext;
   private tcpFallbackWarned = false;
+  /** Admission limits (config limits.*), checked before a socket costs anything. */
+  readonly admission: Admission;
+  private readonly refusals: RefusalLog;
+  /** Admitted client sockets not yet closed (TLS ones from before their handshake). */
+  private readonly sockets = new Set<net.Socket>();
   accepting = false;
 
   constructor(private readonly options: ProxyServerOptions) {
@@ -41,6 +48,8 @@ export class ProxyServer {
       applyTcpLiveness: (socket) => this.applyTcp(socket),
       onClosed: (conn) => this.connections.delete(conn),
     };
+    this.admission = new Admission(config.limits, this.ctx.clock);
+    this.refusals = new RefusalLog(log, this.ctx.clock);
     this.events.on('close', (e) => {
       log.info(
         { event: 'connection_end', id: e.id, clientId: e.clientId, remote: `${e.remoteAddress}:${e.remotePort}`, protocol: e.protocolVersion, durationMs: Math.round(e.durationMs), reason: e.reason, detail: e.detail ?? undefined, silenceMs: Math.round(e.silenceMs) },
@@ -58,6 +67,7 @@ export class ProxyServer {
     this.ctx.config = config;
     this.ctx.rules = compileRules(config.keepAlive, config.rules);
     this.ctx.upstream = parseHostPort(config.upstream);
+    this.admission.setConfig(config.limits);
   }
 
   private applyTcp(socket: net.Socket): void {
@@ -75,14 +85,48 @@ export class ProxyServer {
     }
   }
 
-  /** Handle a socket accepted by any listener (plain or TLS). */
+  /** Handle a socket accepted by the plaintext listener: admission, then the relay. */
   readonly accept = (socket: net.Socket): void => {
+    if (this.admit(socket, 'mqtt')) this.open(socket);
+  };
+
+  /**
+   * Admission of a socket a listener just accepted (the TLS listener asks
+   * before the handshake). Refused: the socket is closed at once, before any
+   * upstream connection, counted (event `reject`) and logged (rate-limited).
+   * Admitted: its slot is freed when the socket closes.
+   */
+  admit(socket: net.Socket, listener: 'mqtt' | 'mqtts'): Ticket | null {
+    if (!this.accepting) {
+      socket.destroy();
+      return null;
+    }
+    const source = sourceOf(socket.remoteAddress);
+    const result = this.admission.admit(source);
+    if (typeof result !== 'string') {
+      this.sockets.add(socket);
+      socket.once('close', () => {
+        this.sockets.delete(socket);
+        result.release();
+      });
+      return result;
+    }
+    socket.destroy();
+    const remotePort = socket.remotePort ?? 0;
+    this.events.emit('reject', { reason: result, remoteAddress: source, remotePort, listener, at: this.ctx.clock.wallNow() });
+    const [limit, value] = limitOf(result, this.ctx.config.limits);
+    this.refusals.note(result, { source, remotePort, listener, [limit]: value }, `connection refused: ${limit} (${value}) reached`);
+    return null;
+  }
+
+  /** Start relaying an admitted socket (plain, or TLS once its handshake is done). */
+  open(socket: net.Socket): void {
     if (!this.accepting) {
       socket.destroy();
       return;
     }
     this.connections.add(new Connection(socket, this.ctx));
-  };
+  }
 
   async listen(address = this.ctx.config.listen): Promise<net.AddressInfo> {
     const { host, port } = parseHostPort(address);
@@ -129,17 +173,34 @@ export class ProxyServer {
   }
 
   /**
-   * Stop accepting, end every connection with `shutdown` (MQTT 5 clients get
-   * DISCONNECT 0x8B), and wait up to graceMs for the sockets to close.
+   * Stop accepting (the listeners close: new connections are refused by the
+   * kernel), end every connection with `shutdown` (MQTT 5 clients get
+   * DISCONNECT 0x8B), wait up to graceMs for the sockets to close, then cut
+   * whatever is left.
    */
   async close(graceMs = this.ctx.config.shutdownGrace * 1000): Promise<void> {
+    const started = performance.now();
     this.accepting = false;
     const closed = Promise.all(this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
-    for (const conn of this.connections) conn.end('shutdown', null);
-    const deadline = Date.now() + graceMs;
-    while (this.connections.size > 0 && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 20));
+    const open = this.connections.size;
+    for (const conn of [...this.connections]) conn.end('shutdown', null);
+    const deadline = started + graceMs;
+    while ((this.connections.size > 0 || this.sockets.size > 0) && performance.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 10));
     }
+    const cut = this.connections.size + this.sockets.size;
+    for (const conn of [...this.connections]) conn.cut();
+    for (const socket of this.sockets) socket.destroy();
+    this.refusals.close();
     await closed;
+    if (open > 0 || cut > 0) {
+      this.options.log.info({ event: 'shutdown_closed', connections: open, cutAfterGrace: cut, elapsedMs: Math.round(performance.now() - started) }, 'client connections closed');
+    }
   }
+}
+
+function limitOf(reason: LimitReason, limits: Config['limits']): [string, number] {
+  if (reason === 'limit_connections') return ['limits.maxConnections', limits.maxConnections];
+  if (reason === 'limit_per_source') return ['limits.maxConnectionsPerSource', limits.maxConnectionsPerSource];
+  return ['limits.connectRatePerSource', limits.connectRatePerSource];
 }
