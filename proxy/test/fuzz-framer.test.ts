@@ -500,12 +500,16 @@ t.test('(c) decodeConnack on mutated CONNACKs: returns or throws MLP_DECODE; a v
 });
 
 t.test('regression: a v5 CONNACK with a user property missing its value', async (t) => {
-  // Server Keep Alive 60, then a user property whose value length runs past the list.
-  const props = Buffer.from([0x13, 0x00, 0x3c, 0x26, 0x00, 0x01, 0x6b, 0x00, 0x05, 0x76]);
+  // Server Keep Alive 60, then a user property whose value length (5) runs past the packet:
+  // mqtt-packet reads the value as null and carries on.
+  const props = Buffer.from([0x13, 0x00, 0x3c, 0x26, 0x00, 0x01, 0x6b, 0x00, 0x05]);
   const frame = Buffer.concat([Buffer.from([0x20, 3 + props.length, 0x00, 0x00, props.length]), props]);
   // mqtt-packet reads it (value null) but cannot write it back: re-encoding it threw a
   // TypeError, which in the relay's CONNACK handler would have ended the process.
-  t.throws(() => mqttPacket.generate({ ...(parseOne(frame, 5) as object), properties: { ...(parseOne(frame, 5) as { properties: object }).properties, serverKeepAlive: 30 } } as Packet, { protocolVersion: 5 }), TypeError);
+  const parsed = parseOne(frame, 5) as { cmd: string; properties: { userProperties: Record<string, unknown> } } | null;
+  t.equal(parsed?.cmd, 'connack', 'mqtt-packet reads it');
+  t.same(parsed?.properties.userProperties, { k: null }, 'with a null value');
+  t.throws(() => mqttPacket.generate({ ...parsed, properties: { ...parsed?.properties, serverKeepAlive: 30 } } as Packet, { protocolVersion: 5 }), TypeError, 'and its writer throws a TypeError on it');
   t.throws(() => decodeConnack(frame, 5), { code: 'MLP_DECODE' }, 'decodeConnack refuses it, so the relay passes it on unchanged');
   t.throws(() => withServerKeepAlive(frame, 30, true), { code: 'MLP_DECODE' }, 'withServerKeepAlive throws only FrameError');
   const good = mqttPacket.generate({ cmd: 'connack', sessionPresent: true, reasonCode: 0, properties: { serverKeepAlive: 60, userProperties: { k: 'v' }, reasonString: 'ok' } } as Packet, { protocolVersion: 5 });
