@@ -127,7 +127,7 @@ t.test('readiness window: up but no success for interval + timeout is not ready'
   t.equal(h.probe.readiness(1500).ok, true, 'at interval + timeout: still ready');
   const stale = h.probe.readiness(1500.5);
   t.equal(stale.ok, false);
-  t.match(stale.detail, /no probe succeeded within 1\.50 s \(interval \+ timeout\): last success 1\.50 s ago/);
+  t.match(stale.detail, /^no probe succeeded within 1\.50 s \(interval \+ timeout\); last success 1\.50 s ago$/);
 });
 
 t.test('rise and fall thresholds', async (t) => {

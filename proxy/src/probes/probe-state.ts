@@ -171,7 +171,8 @@ export class ProbeState {
       return { ok: true, detail: `broker answers probes: ${rtts}, ${seconds(age)} ago` };
     }
     if (this._state === 'up') {
-      return { ok: false, detail: `no probe succeeded within ${seconds(windowMs)} (interval + timeout): ${since}` };
+      // The round's own timeout is about to say the same; the window may expire a moment first.
+      return { ok: false, detail: `no probe succeeded within ${seconds(windowMs)} (interval + timeout); ${since}` };
     }
     if (this._state === 'starting') {
       return { ok: false, detail: `the canary has no answer from the broker yet${this.phase === 'connecting' ? ' (connecting)' : ''}` };
