@@ -12,6 +12,9 @@ import { FrameError } from './errors.ts';
 /** MQTT's own ceiling: Remaining Length 268,435,455 plus a 5-byte fixed header. */
 export const PROTOCOL_MAX_FRAME = 268_435_455 + 5;
 
+/** First allocation for a held frame that spans chunks (grown by doubling). */
+const HELD_INITIAL = 16 * 1024;
+
 export const HOLD = 1;
 export const PASS = 0;
 export const REJECT = -1;
@@ -136,7 +139,9 @@ export class Framer {
             this.state = ST_TYPE;
             break;
           }
-          const held = Buffer.allocUnsafe(size);
+          // Sized to what has arrived, grown as the rest does: a header alone must not
+          // reserve the whole declared size (up to maxFrameSize) per connection.
+          const held = Buffer.allocUnsafe(Math.min(size, Math.max(HELD_INITIAL, this.headerLength + (n - i))));
           this.header.copy(held, 0, 0, this.headerLength);
           this.held = held;
           this.heldOffset = this.headerLength;
@@ -156,6 +161,7 @@ export class Framer {
         default: {
           // ST_HOLD_BODY
           const take = Math.min(this.bodyLeft, n - i);
+          if (this.heldOffset + take > this.held!.length) this.growHeld(this.heldOffset + take);
           chunk.copy(this.held!, this.heldOffset, i, i + take);
           this.heldOffset += take;
           i += take;
@@ -173,6 +179,15 @@ export class Framer {
       this.flush(chunk, spanStart, n);
     }
     return null;
+  }
+
+  /** At least `needed` bytes, at least double, at most the frame's size. */
+  private growHeld(needed: number): void {
+    const old = this.held!;
+    const size = this.heldOffset + this.bodyLeft;
+    const grown = Buffer.allocUnsafe(Math.min(size, Math.max(needed, old.length * 2)));
+    old.copy(grown, 0, 0, this.heldOffset);
+    this.held = grown;
   }
 
   private completeHeld(): void {
