@@ -1,0 +1,157 @@
+/**
+ * A subscriber that stops reading while its topic is flooded.
+ *
+ * The relay pauses the broker side as soon as the client socket stops taking
+ * bytes, so what it holds for that connection stays under the socket's
+ * high-water mark plus one chunk read from the broker; after tcp.sendTimeout
+ * (2 s here) the connection ends with send_stall and the broker publishes the
+ * Will. Another subscriber on the same topic keeps receiving throughout.
+ */
+import t from 'tap';
+import { createRequire } from 'node:module';
+import type net from 'node:net';
+import mqttPacket from 'mqtt-packet';
+import { startMosquitto } from './helpers/mosquitto.ts';
+import { startProxy } from './helpers/proxy.ts';
+import { connectClient, connectFrame, eventually, RawClient, sleep } from './helpers/clients.ts';
+import type { Connection } from '../src/relay/connection.ts';
+
+const SEND_TIMEOUT_S = 2;
+/** Largest chunk a socket read hands the relay (libuv reads up to 64 KiB). */
+const CHUNK = 64 * 1024;
+const MB = 1024 * 1024;
+const mb = (n: number): string => `${(n / MB).toFixed(1)} MB`;
+
+/** SO_RCVBUF on a socket through koffi (as tcp-options.ts does), to make the stall come sooner. */
+function shrinkReceiveBuffer(socket: net.Socket, bytes: number): string {
+  try {
+    const koffi = createRequire(import.meta.url)('koffi') as typeof import('koffi').default;
+    const libc = koffi.load('libc.so.6');
+    const setsockopt = libc.func('int setsockopt(int fd, int level, int optname, const void *optval, uint32_t optlen)');
+    const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
+    if (fd < 0) return 'no fd';
+    const SOL_SOCKET = 1;
+    const SO_RCVBUF = 8;
+    return setsockopt(fd, SOL_SOCKET, SO_RCVBUF, new Int32Array([bytes]), 4) === 0 ? `SO_RCVBUF ${bytes}` : 'setsockopt failed';
+  } catch (err) {
+    return `koffi unavailable: ${(err as Error).message}`;
+  }
+}
+
+const broker = await startMosquitto();
+const proxy = await startProxy(broker.port, {
+  logLevel: 'warn',
+  tcp: { sendTimeout: SEND_TIMEOUT_S },
+});
+t.teardown(async () => {
+  await proxy.stop();
+  await broker.stop();
+});
+
+for (const protocolVersion of [4, 5] as const) {
+  const v = protocolVersion === 5 ? 'v5' : 'v3.1.1';
+  t.test(`${v}: a subscriber that stops reading ends with send_stall; memory bounded; others keep receiving`, async (t) => {
+    const topic = `stall/${v}/flood`;
+    const willTopic = `stall/${v}/will`;
+
+    // The healthy subscriber: counts flood messages in 250 ms buckets, and watches for the Will.
+    const healthy = await connectClient(proxy.url, { clientId: `healthy-${v}`, keepalive: 30 });
+    t.teardown(() => healthy.end(true));
+    await healthy.subscribeAsync([topic, willTopic], { qos: 0 });
+    const buckets = new Map<number, number>();
+    let healthyCount = 0;
+    let willAt = -1;
+    const t0 = performance.now();
+    healthy.on('message', (tp) => {
+      if (tp === willTopic) { willAt = performance.now(); return; }
+      healthyCount++;
+      const b = Math.floor((performance.now() - t0) / 250);
+      buckets.set(b, (buckets.get(b) ?? 0) + 1);
+    });
+
+    // The subscriber that will stop reading: raw socket, small receive buffer.
+    const stalled = await RawClient.connect(proxy.port);
+    const rcvbuf = shrinkReceiveBuffer(stalled.socket, 4096);
+    stalled.write(connectFrame({ clientId: `stalled-${v}`, keepalive: 60, protocolVersion, will: { topic: willTopic, payload: 'stalled is gone' } }));
+    await stalled.waitForBytes(4);
+    const afterConnack = stalled.received.length;
+    stalled.write(mqttPacket.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos: 0 }] } as mqttPacket.ISubscribePacket, { protocolVersion }));
+    await stalled.until(() => stalled.received.length > afterConnack && stalled.received[afterConnack] === 0x90 && stalled.received.length >= afterConnack + 2 + stalled.received[afterConnack + 1], 10_000, 'SUBACK');
+    stalled.socket.pause();
+    const conn = [...proxy.app.proxy.connections].find((c) => c.connect?.clientId === `stalled-${v}`) as Connection;
+    t.ok(conn, 'found the stalled connection in the proxy');
+    // Test-only look inside: the proxy's socket to this client.
+    const clientSocket = (conn as unknown as { client: net.Socket }).client;
+    const highWaterMark = clientSocket.writableHighWaterMark;
+
+    // Sample what the proxy holds for it, and this process's memory.
+    let maxWritable = 0;
+    let stallSince = -1;
+    let closedAt = -1;
+    let samples = 0;
+    const memBefore = process.memoryUsage();
+    let memPeak = memBefore;
+    const sampler = setInterval(() => {
+      samples++;
+      if (!clientSocket.destroyed) maxWritable = Math.max(maxWritable, clientSocket.writableLength);
+      if (stallSince < 0 && conn.deadlines.stallSince >= 0) stallSince = conn.deadlines.stallSince;
+      if (closedAt < 0 && clientSocket.destroyed) closedAt = performance.now();
+      const m = process.memoryUsage();
+      if (m.rss > memPeak.rss) memPeak = m;
+    }, 10);
+    t.teardown(() => clearInterval(sampler));
+
+    // The publisher: 1 KB QoS 0 messages as fast as its socket takes them, bounded in count and time.
+    const publisher = await connectClient(proxy.url, { clientId: `flooder-${v}`, keepalive: 30 });
+    t.teardown(() => publisher.end(true));
+    const payload = Buffer.alloc(1024, 0x66);
+    const floodStart = performance.now();
+    const MAX_MESSAGES = 500_000;
+    const MAX_MS = 25_000;
+    const RATE = 30_000; // messages a second at most: 30 MB/s
+    let published = 0;
+    let stopAt = Infinity;
+    while (published < MAX_MESSAGES && performance.now() - floodStart < MAX_MS && performance.now() < stopAt) {
+      if (publisher.stream.writableLength > 256 * 1024 || published > ((performance.now() - floodStart) / 1000) * RATE) {
+        await sleep(2);
+        continue;
+      }
+      for (let k = 0; k < 50; k++) publisher.publish(topic, payload, { qos: 0 });
+      published += 50;
+      await new Promise((r) => setImmediate(r));
+      // Keep flooding one more second after the verdict: the others must still get through.
+      if (stopAt === Infinity && clientSocket.destroyed) stopAt = performance.now() + 1_000;
+    }
+    const floodEnd = performance.now();
+    const end = await proxy.nextClose((e) => e.clientId === `stalled-${v}`, 10_000);
+    clearInterval(sampler);
+    await eventually(() => willAt > 0, 10_000, 'the Will').catch(() => {});
+    // Let what is in flight arrive.
+    let previous = -1;
+    await eventually(async () => { const done = healthyCount === previous; previous = healthyCount; await sleep(200); return done; }, 10_000).catch(() => {});
+    const healthyAtEnd = healthyCount;
+
+    t.equal(end.reason, 'send_stall', `ended with send_stall (${end.detail ?? ''})`);
+    t.ok(end.liveness, 'a liveness verdict: the broker is told at once');
+    t.ok(willAt > 0, 'the broker published the stalled client\'s Will');
+    t.ok(stallSince > 0, 'the relay saw the socket stop taking bytes');
+    const verdictAfter = closedAt - stallSince;
+    t.ok(verdictAfter >= SEND_TIMEOUT_S * 1000 - 50 && verdictAfter < SEND_TIMEOUT_S * 1000 + 3_000, `verdict ${Math.round(verdictAfter)} ms after writes started waiting (sendTimeout ${SEND_TIMEOUT_S} s)`);
+    t.ok(maxWritable <= highWaterMark + CHUNK, `the proxy held at most ${maxWritable} bytes for it (high-water mark ${highWaterMark} + one ${CHUNK}-byte chunk)`);
+    t.ok(end.bytesToClient < published * 1100, `${mb(end.bytesToClient)} reached its socket of ${mb(published * 1030)} published`);
+
+    // The healthy subscriber received in every 250 ms window of the flood, including after the verdict.
+    const first = Math.floor((floodStart - t0) / 250) + 1;
+    const last = Math.floor((floodEnd - t0) / 250) - 1;
+    const empty = [];
+    for (let b = first; b <= last; b++) if (!buckets.get(b)) empty.push(b);
+    t.same(empty, [], `the healthy subscriber received in every 250 ms window (${last - first + 1} windows, ${healthyAtEnd} messages)`);
+    const afterVerdict = [...buckets].filter(([b]) => b * 250 + t0 > closedAt).reduce((a, [, n]) => a + n, 0);
+    t.ok(afterVerdict > 0, `and ${afterVerdict} after the verdict`);
+    t.equal(healthyAtEnd, published, `the healthy subscriber got ${healthyAtEnd} of ${published} (QoS 0, read continuously)`);
+    t.comment(`${rcvbuf}; flood ${published} x 1 KB in ${Math.round(floodEnd - floodStart)} ms; stall began ${Math.round(stallSince - floodStart)} ms into it; ${samples} samples`);
+    t.comment(`memory of this process (proxy, broker clients, publisher): rss ${mb(memBefore.rss)} -> peak ${mb(memPeak.rss)}, heap ${mb(memBefore.heapUsed)} -> ${mb(memPeak.heapUsed)}`);
+    t.ok(memPeak.rss - memBefore.rss < 200 * MB, 'rss grew by less than 200 MB');
+    stalled.destroy();
+  });
+}
