@@ -12,7 +12,7 @@ import { request } from 'undici';
 import { startMosquitto } from './helpers/mosquitto.ts';
 import { startProxy } from './helpers/proxy.ts';
 import net from 'node:net';
-import { connectFrame, eventually, sleep } from './helpers/clients.ts';
+import { connectFrame, eventually, RawClient, sleep } from './helpers/clients.ts';
 
 const broker = await startMosquitto();
 const proxy = await startProxy(broker.port, {
@@ -182,4 +182,44 @@ t.test('an idle connection is probed every upstreamProbeIdle, not every upstream
   t.ok(after - before >= 20, `${after - before} PINGREQs injected in 1 s of client silence (idle 10 ms, timeout 10 s)`);
   t.equal(tally.pingResps, 0, 'the client saw none of their PINGRESPs');
   t.same(tally.other, []);
+});
+
+t.test('a frozen broker: an unanswered injected PINGREQ ends the connection with broker_unresponsive', async (t) => {
+  // Its own broker and proxy: this one gets SIGSTOPped. No canary, so only the per-connection probe acts.
+  const frozen = await startMosquitto();
+  const p = await startProxy(frozen.port, { logLevel: 'warn', probes: { enabled: false, upstreamProbeIdle: 0.5, upstreamProbeTimeout: 1 } });
+  t.teardown(async () => {
+    frozen.proc.kill('SIGCONT');
+    await p.stop();
+    await frozen.stop();
+  });
+  const clients = await Promise.all(([4, 5] as const).map(async (protocolVersion) => {
+    const c = await RawClient.connect(p.port);
+    c.write(connectFrame({ clientId: `unresponsive-v${protocolVersion}`, keepalive: 60, protocolVersion }));
+    await c.waitForBytes(protocolVersion === 5 ? 5 : 4);
+    return c;
+  }));
+  t.teardown(() => clients.forEach((c) => c.destroy()));
+  const [v4, v5] = clients;
+  const connackLength = v5.received.length;
+  await sleep(1200); // a few probes answered
+  const injectedBefore = p.app.proxy.stats.injectedPings;
+  t.ok(injectedBefore >= 2, `${injectedBefore} probes answered before the stop`);
+  frozen.proc.kill('SIGSTOP');
+  const stoppedAt = performance.now();
+  const [e4, e5] = await Promise.all([
+    p.nextClose((e) => e.clientId === 'unresponsive-v4', 10_000),
+    p.nextClose((e) => e.clientId === 'unresponsive-v5', 10_000),
+  ]);
+  const elapsed = performance.now() - stoppedAt;
+  t.equal(e4.reason, 'broker_unresponsive');
+  t.equal(e5.reason, 'broker_unresponsive');
+  t.equal(e4.liveness, false, 'not a client verdict: no Will is asked for');
+  // Worst case: idle 0.5 s until the probe, then the 1 s timeout.
+  t.ok(elapsed <= 1500 + 500, `both ended ${Math.round(elapsed)} ms after SIGSTOP (idle 0.5 s + timeout 1 s)`);
+  await v5.waitForClose(5000);
+  await v4.waitForClose(5000);
+  t.same([...v5.received.subarray(connackLength)], [0xe0, 0x01, 0x88], 'the MQTT 5 client got DISCONNECT 0x88');
+  t.equal(v4.received.length, 4, 'the 3.1.1 client got no PINGRESP and no DISCONNECT');
+  t.comment(`broker_unresponsive ${Math.round(elapsed)} ms after SIGSTOP`);
 });

@@ -460,8 +460,8 @@ export class Connection {
   }
 
   private injectPing(now: number): void {
-    if (!this.connackSeen || !this.toBroker.atBoundary || !this.upstream.writable) {
-      // Not now: retry after a short while instead of splitting a frame.
+    if (!this.connackSeen || !this.toBroker.atBoundary || !this.upstream.writable || this.clientSentDisconnect) {
+      // Not now: retry after a short while instead of splitting a frame (and nothing after a DISCONNECT).
       this.deadlines.lastUpstreamActivity = now - this.deadlines.upstreamProbeIdleMs + 100;
       return;
     }
