@@ -16,7 +16,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { LoadChild } from './lib/child.ts';
-import { CpuSnapshot, ForeignLoad, busyCores, clockTicks, fileLimits, openFiles, statusKb, systemCpu, waitForQuiet } from './lib/proc.ts';
+import { CpuSnapshot, ForeignLoad, busyCores, clockTicks, fileLimits, openFiles, statusKb, systemCpu, userSystemTicks, waitForQuiet } from './lib/proc.ts';
 import { ROOT, directService, startMosquitto, startNodeRelay, startProxy, startSocat, type Service, type TargetName } from './lib/services.ts';
 import { median, round, si } from './lib/stats.ts';
 import type { IdleConnected, LatencyResult } from './loadgen.ts';
@@ -32,6 +32,7 @@ const { values: opts } = parseArgs({
     warmup: { type: 'string' },
     rounds: { type: 'string' },
     'quiet-wait': { type: 'string' },
+    'quiet-budget': { type: 'string' },
     'idle-seconds': { type: 'string' },
     'idle-clients': { type: 'string' },
     'idle-procs': { type: 'string' },
@@ -74,7 +75,9 @@ const CFG = {
   idleKeepalive: num(opts['idle-keepalive'], 60),
   idleRestMs: num(opts['idle-seconds'], opts.quick ? 10 : 60) * 1000,
   /** Before each measurement, wait up to this long for other processes to use less than quietThreshold cores. */
-  quietWaitMs: num(opts['quiet-wait'], 30) * 1000,
+  quietWaitMs: num(opts['quiet-wait'], 20) * 1000,
+  /** All quiet waits together, so a busy machine cannot stretch the run much. */
+  quietBudgetMs: num(opts['quiet-budget'], 120) * 1000,
   quietThreshold: 0.3,
 };
 const SIZES = (opts.sizes ?? '64,16384').split(',').map(Number);
@@ -130,6 +133,9 @@ interface IdleResult {
   /** Cores used by processes outside this benchmark during connect and rest. */
   foreignCoresConnect: number;
   foreignCoresRest: number | null;
+  /** The rest CPU split into user and kernel time (the kernel part includes TCP keep-alive probe handling). */
+  restUserPercent: number | null;
+  restSystemPercent: number | null;
 }
 
 const results: {
@@ -145,9 +151,13 @@ const results: {
  * Other people's processes share this machine: wait (bounded) for a quiet
  * second before each measurement, and say so when none came.
  */
+let quietBudgetMs = CFG.quietBudgetMs;
+
 async function quietMoment(): Promise<string> {
-  if (CFG.quietWaitMs <= 0) return '';
-  const foreign = await waitForQuiet(os.cpus().length, CFG.quietThreshold, CFG.quietWaitMs);
+  const maxWait = Math.min(CFG.quietWaitMs, quietBudgetMs);
+  const t0 = Date.now();
+  const foreign = await waitForQuiet(os.cpus().length, CFG.quietThreshold, Math.max(0, maxWait));
+  quietBudgetMs -= Date.now() - t0;
   return foreign < CFG.quietThreshold ? '' : ` (machine not quiet: ${foreign.toFixed(2)} cores used by others)`;
 }
 
@@ -215,7 +225,12 @@ async function throughputOnce(svc: Service, broker: Service, payloadSize: number
   }
 }
 
-type LatencyRun = LatencyResult & { cpuPercent: number | null; foreignCores: number };
+type LatencyRun = LatencyResult & {
+  cpuPercent: number | null;
+  /** Intermediary CPU seconds per million messages at this fixed rate (each message mostly its own read and write). */
+  cpuPerMillion: number | null;
+  foreignCores: number;
+};
 
 async function latencyRun(svc: Service, role: 'latency' | 'fanin'): Promise<LatencyRun> {
   const hardLimitMs = CFG.warmupMs + CFG.durationMs + 120_000;
@@ -240,7 +255,13 @@ async function latencyRun(svc: Service, role: 'latency' | 'fanin'): Promise<Late
     }, CFG.warmupMs + CFG.durationMs - 20);
     const { result } = await child.next('latency', hardLimitMs).finally(() => clearTimeout(snap));
     const end = c1 as CpuSnapshot | null;
-    return { ...result, cpuPercent: c0 && end ? (end.secondsSince(c0) / seconds) * 100 : null, foreignCores };
+    const cpu = c0 && end ? end.secondsSince(c0) : null;
+    return {
+      ...result,
+      cpuPercent: cpu === null ? null : (cpu / seconds) * 100,
+      cpuPerMillion: cpu === null || result.received === 0 ? null : cpu / (result.received / 1e6),
+      foreignCores,
+    };
   } finally {
     await child.stop();
   }
@@ -310,6 +331,8 @@ async function idleScale(svc: Service, rest: boolean): Promise<IdleResult> {
     let restCpuPercent: number | null = null;
     let rssAfterRestKb: number | null = null;
     let foreignCoresRest: number | null = null;
+    let restUserPercent: number | null = null;
+    let restSystemPercent: number | null = null;
     const restMs = rest ? CFG.idleRestMs : 0;
     if (rest && pid !== null) {
       log(`  ${svc.name}: ${ok} connected in ${connectSeconds.toFixed(2)} s; resting ${restMs / 1000} s`);
@@ -319,12 +342,17 @@ async function idleScale(svc: Service, rest: boolean): Promise<IdleResult> {
         await sleep(5000);
       }
       const c0 = CpuSnapshot.take(pid);
+      const us0 = userSystemTicks(pid);
       const t0 = performance.now();
       const foreignRest = new ForeignLoad(os.cpus().length);
       await sleep(restMs);
       const c1 = CpuSnapshot.take(pid);
+      const us1 = userSystemTicks(pid);
       foreignCoresRest = foreignRest.measure().foreign;
-      restCpuPercent = (c1.secondsSince(c0) / ((performance.now() - t0) / 1000)) * 100;
+      const restSeconds = (performance.now() - t0) / 1000;
+      restCpuPercent = (c1.secondsSince(c0) / restSeconds) * 100;
+      restUserPercent = ((us1.user - us0.user) / clockTicks() / restSeconds) * 100;
+      restSystemPercent = ((us1.system - us0.system) / clockTicks() / restSeconds) * 100;
       rssAfterRestKb = statusKb(pid, 'VmRSS');
     }
     const done = await Promise.all(children.map((c) => c.stop(10_000)));
@@ -348,6 +376,8 @@ async function idleScale(svc: Service, rest: boolean): Promise<IdleResult> {
       pings: done.reduce((a, d) => a + (d?.stats?.pings ?? 0), 0),
       foreignCoresConnect,
       foreignCoresRest,
+      restUserPercent,
+      restSystemPercent,
     };
   } finally {
     await Promise.all(children.map((c) => c.stop(10_000)));
@@ -525,6 +555,11 @@ function evaluateTargets(): TargetCheck[] {
     const ratio = t?.proxy?.cpuVsNodeRelay;
     add(`CPU per message ${label}: proxy / node-relay`, ratio, '<= 1.5x', (v) => v <= 1.5, (v) => `${v.toFixed(2)}x`);
   }
+  {
+    const l = results.latency;
+    const ratio = l.proxy?.cpuPerMillion && l['node-relay']?.cpuPerMillion ? l.proxy.cpuPerMillion / l['node-relay'].cpuPerMillion : null;
+    add(`CPU per message at ${si(CFG.latencyRate)}/s: proxy / node-relay`, ratio, '<= 1.5x', (v) => v <= 1.5, (v) => `${v.toFixed(2)}x`);
+  }
   const l = results.latency;
   add('added p99 latency vs direct', l.proxy && l.direct ? l.proxy.latencyMs.p99 - l.direct.latencyMs.p99 : null, '< 1 ms', (v) => v < 1, (v) => `${v.toFixed(3)} ms`);
   const i = results.idle.proxy;
@@ -563,6 +598,7 @@ function renderTable(checks: TargetCheck[]): string {
     line(`  max ms`, (c) => cell(lat[c]?.latencyMs.max, ms));
     line(`  added p99 vs direct ms`, (c) => cell(lat[c] && lat.direct ? lat[c]!.latencyMs.p99 - lat.direct.latencyMs.p99 : null, ms));
     line(`  relay CPU % of a core`, (c) => cell(lat[c]?.cpuPercent, (v) => v.toFixed(1)));
+    line(`  relay CPU s per M msgs`, (c) => cell(lat[c]?.cpuPerMillion, (v) => v.toFixed(2)));
     line(`  lost`, (c) => cell(lat[c]?.lost, (v) => String(v)));
     line(`  cores used by others`, (c) => cell(lat[c]?.foreignCores, (v) => v.toFixed(2)));
   }
@@ -582,8 +618,10 @@ function renderTable(checks: TargetCheck[]): string {
     line(`  connect rate /s`, (c) => cell(idle[c]?.connectRate, (v) => String(Math.round(v))));
     line(`  RSS before MB`, (c) => cell(idle[c]?.rssBeforeKb, (v) => (v / 1024).toFixed(1)));
     line(`  RSS after MB`, (c) => cell(idle[c] ? Math.max(idle[c]!.rssAfterConnectKb ?? NaN, idle[c]!.rssAfterRestKb ?? NaN) : null, (v) => (v / 1024).toFixed(1)));
-    line(`  RSS growth KB/conn`, (c) => cell(idle[c]?.rssPerConnectionKb, (v) => v.toFixed(2)));
+    line(`  RSS growth KB/conn (peak)`, (c) => cell(idle[c]?.rssPerConnectionKb, (v) => v.toFixed(2)));
+    line(`  RSS growth KB/conn (after rest)`, (c) => cell(idle[c]?.rssAfterRestKb && idle[c]?.rssBeforeKb ? (idle[c]!.rssAfterRestKb! - idle[c]!.rssBeforeKb!) / idle[c]!.connected : null, (v) => v.toFixed(2)));
     line(`  CPU at rest % (${CFG.idleRestMs / 1000} s)`, (c) => cell(idle[c]?.restCpuPercent, (v) => v.toFixed(2)));
+    line(`    of which user / kernel %`, (c) => (idle[c]?.restUserPercent == null ? '-' : `${idle[c]!.restUserPercent!.toFixed(2)} / ${idle[c]!.restSystemPercent!.toFixed(2)}`));
     line(`  cores used by others (connect)`, (c) => cell(idle[c]?.foreignCoresConnect, (v) => v.toFixed(2)));
   }
   const widths = [0, ...cols.map(() => 0)];

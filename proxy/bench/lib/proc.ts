@@ -65,6 +65,17 @@ export function treeTicks(pid: number): Map<number, number> {
   return out;
 }
 
+/** User and system CPU ticks of one process. */
+export function userSystemTicks(pid: number): { user: number; system: number } {
+  try {
+    const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const rest = text.slice(text.lastIndexOf(')') + 2).split(' ');
+    return { user: Number(rest[11]), system: Number(rest[12]) };
+  } catch {
+    return { user: NaN, system: NaN };
+  }
+}
+
 /** CPU ticks of one process only (cheap). */
 export function ownTicks(pid: number): number {
   return readStat(pid)?.ticks ?? 0;
