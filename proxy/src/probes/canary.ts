@@ -30,6 +30,24 @@ export interface CanaryOptions {
   onState?(state: BrokerState, why: string, previous: BrokerState): void;
 }
 
+/** CONNACK refusals, 3.x return codes and MQTT 5 reason codes (a 3.x broker answers a v5 CONNECT with 1). */
+const CONNACK_CODES: Record<number, string> = {
+  1: 'unacceptable protocol version',
+  2: 'identifier rejected',
+  3: 'server unavailable',
+  4: 'bad user name or password',
+  5: 'not authorized',
+  0x80: 'unspecified error',
+  0x84: 'unsupported protocol version',
+  0x85: 'client identifier not valid',
+  0x86: 'bad user name or password',
+  0x87: 'not authorized',
+  0x88: 'server unavailable',
+  0x89: 'server busy',
+  0x8a: 'banned',
+  0x9f: 'connection rate exceeded',
+};
+
 /** How long a readiness request waits for the canary's first verdict. */
 const FIRST_VERDICT_WAIT_MS = 1500;
 
@@ -161,7 +179,8 @@ export class Canary {
       case 'connack': {
         const code = this.protocolVersion === 5 ? packet.reasonCode ?? 0 : packet.returnCode ?? 0;
         if (code !== 0) {
-          this.refused(socket, `CONNACK ${this.protocolVersion === 5 ? 'reason' : 'return code'} ${code}${code === 5 || code === 0x87 ? ' (not authorized)' : code === 4 || code === 0x86 ? ' (bad user name or password)' : ''}`);
+          const meaning = CONNACK_CODES[code];
+          this.refused(socket, `CONNACK ${this.protocolVersion === 5 ? 'reason' : 'return code'} ${code}${meaning ? ` (${meaning})` : ''}`);
           return;
         }
         if (this.deepTopic) {
