@@ -13,9 +13,12 @@ import { ProxyMetrics } from './metrics.ts';
 import { AdminServer } from './admin/server.ts';
 import { WebhookSender, webhookOptionsFrom } from './events/webhook.ts';
 import { Canary } from './probes/canary.ts';
+import { TlsListener } from './relay/tls.ts';
+import { planReload, type ReloadPlan } from './config/reload.ts';
 
 export interface App {
-  config: Config;
+  /** The running configuration (changes with reconfigure()). */
+  readonly config: Config;
   proxy: ProxyServer;
   broker: BrokerHandle | null;
   metrics: ProxyMetrics;
@@ -25,6 +28,14 @@ export interface App {
   webhook: WebhookSender | null;
   /** The broker canary, when probes.enabled (readiness check `broker`). */
   canary: Canary | null;
+  /** The TLS listener, when tls.listen is set. */
+  tls: TlsListener | null;
+  /** Apply a reloaded configuration to new connections (restart-only keys keep their running values). */
+  reconfigure(config: Config): ReloadPlan;
+  /**
+   * Shutdown: /readyz turns 503 at once, the listeners close, MQTT 5 clients
+   * get DISCONNECT 0x8B, connections still open after shutdownGrace are cut.
+   */
   stop(): Promise<void>;
 }
 
@@ -37,10 +48,16 @@ export async function startApp(config: Config, log: Logger, clock?: Clock): Prom
   const webhook = webhookOptions ? new WebhookSender(webhookOptions) : null;
   webhook?.attach(proxy.events);
   const admin = new AdminServer({ listen: config.admin, proxy, metrics, clock: clock ?? systemClock, log, token: config.adminToken });
+  let tls: TlsListener | null = null;
   try {
     await proxy.listen();
+    if (config.tls.listen) {
+      tls = new TlsListener(proxy, config.tls, log);
+      await tls.listen();
+    }
     await admin.listen();
   } catch (err) {
+    tls?.close();
     await proxy.close(0);
     await admin.close();
     await webhook?.stop();
@@ -51,19 +68,36 @@ export async function startApp(config: Config, log: Logger, clock?: Clock): Prom
   const canary = config.probes.enabled ? startCanary(config, proxy, metrics, admin, log, clock ?? systemClock) : null;
   let stopped: Promise<void> | null = null;
   return {
-    config,
+    get config() {
+      return proxy.config;
+    },
     proxy,
     broker,
     metrics,
     admin,
     webhook,
     canary,
+    tls,
+    reconfigure(next) {
+      const plan = planReload(proxy.config, next);
+      const tlsChanged = plan.changed.some((k) => k.startsWith('tls.'));
+      proxy.reconfigure(plan.config);
+      if (tls && tlsChanged) tls.reconfigure(plan.config.tls);
+      log.level = plan.config.logLevel;
+      return plan;
+    },
     stop() {
       stopped ??= (async () => {
-        // The canary first: a broker stopped below must not look like a broker failure.
-        await canary?.stop();
-        // /readyz turns 503 as soon as the listener stops accepting; the admin server goes last.
+        // /readyz answers 503 from here on, before anything else goes.
+        admin.setDraining();
+        log.info({ event: 'draining', connections: proxy.connections.size }, 'shutting down: /readyz answers 503');
+        // The canary stops first (at once; its session closes alongside): a broker
+        // stopped below must not look like a broker failure.
+        const canaryStopped = canary?.stop();
+        tls?.close();
+        // Listeners close (new connections refused), clients are told and closed within shutdownGrace.
         await proxy.close();
+        await canaryStopped;
         await webhook?.stop();
         await broker?.stop();
         await admin.close();

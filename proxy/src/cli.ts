@@ -12,6 +12,7 @@ import { createLogger } from './log.ts';
 import { startApp } from './app.ts';
 import { PACKAGE_ROOT } from './broker/supervisor.ts';
 import { runStatus } from './admin/status.ts';
+import { Reloader } from './config/watch.ts';
 
 const USAGE = `Usage:
   mqtt-liveness-proxy [options]            run the proxy (and the bundled broker)
@@ -86,6 +87,13 @@ async function run(argv: string[]): Promise<number> {
   const config = resolveConfig(values);
   const log = createLogger(config.logLevel);
   const app = await startApp(config, log);
+  // SIGHUP or a changed file: re-read and validate, apply to new connections, or keep the running configuration.
+  const reloader = new Reloader({ file: values.config ?? null, load: () => resolveConfig(values), apply: (c) => app.reconfigure(c), log });
+  let stopping = false;
+  process.on('SIGHUP', () => {
+    // Still handled while stopping: the default action would kill the process.
+    if (!stopping) reloader.reload('SIGHUP');
+  });
   await new Promise<void>((resolve) => {
     const onSignal = (signal: NodeJS.Signals): void => {
       log.info({ signal }, 'shutting down');
@@ -94,6 +102,8 @@ async function run(argv: string[]): Promise<number> {
     process.once('SIGTERM', onSignal);
     process.once('SIGINT', onSignal);
   });
+  stopping = true;
+  reloader.close();
   await app.stop();
   log.info('stopped');
   return 0;

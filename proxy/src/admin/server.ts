@@ -61,6 +61,8 @@ export interface ConnectionsBody {
 export interface ReadyBody {
   status: 'ready' | 'not_ready';
   checks: Record<string, CheckResult>;
+  /** When shutdown began (ISO time); /readyz has answered 503 since. */
+  drainingSince?: string;
 }
 
 const DEFAULT_LIMIT = 1000;
@@ -78,6 +80,7 @@ export class AdminServer {
   private previousP99 = 0;
   private readonly tokenDigest: Buffer | null;
   private upstreamCache: { at: number; result: Promise<CheckResult> } | null = null;
+  private drainingSince: Date | null = null;
 
   constructor(private readonly options: AdminServerOptions) {
     this.tokenDigest = options.token ? digest(options.token) : null;
@@ -210,8 +213,24 @@ export class AdminServer {
     });
   }
 
+  /**
+   * Shutdown began: from now on /readyz answers 503 at once, without running
+   * the checks, so a load balancer stops sending new clients here.
+   */
+  setDraining(): void {
+    this.drainingSince ??= new Date();
+  }
+
+  get draining(): boolean {
+    return this.drainingSince !== null;
+  }
+
   /** Run every readiness check (in parallel, 2 s each at most). */
   async readiness(): Promise<ReadyBody> {
+    if (this.drainingSince) {
+      const since = this.drainingSince.toISOString();
+      return { status: 'not_ready', checks: { draining: { ok: false, detail: `shutting down since ${since}` } }, drainingSince: since };
+    }
     const entries = [...this.checks.entries()];
     const results = await Promise.all(entries.map(async ([, check]) => runCheck(check)));
     const checks: Record<string, CheckResult> = {};
