@@ -43,7 +43,9 @@ async function badConnection(t: Tap, bytes: Buffer, expectedDetail: RegExp, reas
 }
 
 t.test('random bytes', async (t) => {
-  await badConnection(t, Buffer.concat([Buffer.from([0x40]), randomBytes(64)]), /MLP_REJECTED: first packet is type 4, not CONNECT/);
+  // A PUBACK header with a valid one-byte length, then noise: refused for not being a CONNECT.
+  const noise = randomBytes(64);
+  await badConnection(t, Buffer.concat([Buffer.from([0x40, noise[0] & 0x7f]), noise]), /MLP_REJECTED: first packet is type 4, not CONNECT/);
   await healthyStillWorks(t);
 });
 
