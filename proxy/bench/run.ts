@@ -33,6 +33,7 @@ const { values: opts } = parseArgs({
     rounds: { type: 'string' },
     'quiet-wait': { type: 'string' },
     'quiet-budget': { type: 'string' },
+    'retry-budget': { type: 'string' },
     'idle-seconds': { type: 'string' },
     'idle-clients': { type: 'string' },
     'idle-procs': { type: 'string' },
@@ -79,6 +80,8 @@ const CFG = {
   /** All quiet waits together, so a busy machine cannot stretch the run much. */
   quietBudgetMs: num(opts['quiet-budget'], 120) * 1000,
   quietThreshold: 0.3,
+  /** Re-runs of disturbed measurements allowed in the whole run. */
+  retryBudget: num(opts['retry-budget'], 12),
 };
 const SIZES = (opts.sizes ?? '64,16384').split(',').map(Number);
 const SCENARIOS = (opts.only ?? 'throughput,latency,fanin,idle').split(',');
@@ -152,6 +155,26 @@ const results: {
  * second before each measurement, and say so when none came.
  */
 let quietBudgetMs = CFG.quietBudgetMs;
+let retriesLeft = CFG.retryBudget;
+
+/**
+ * Run a measurement; if other processes used more than quietThreshold cores
+ * meanwhile, run it again (at most twice, within a budget for the whole run)
+ * and keep the least disturbed attempt.
+ */
+async function undisturbed<T extends { foreignCores: number }>(label: string, run: () => Promise<T>): Promise<T & { attempts: number }> {
+  let best: T | null = null;
+  let attempts = 0;
+  for (;;) {
+    const r = await run();
+    attempts++;
+    if (best === null || r.foreignCores < best.foreignCores) best = r;
+    if (best.foreignCores <= CFG.quietThreshold || attempts >= 3 || retriesLeft <= 0) break;
+    retriesLeft--;
+    log(`  ${label}: other processes used ${r.foreignCores.toFixed(2)} cores meanwhile; measuring again${await quietMoment()}`);
+  }
+  return { ...best, attempts };
+}
 
 async function quietMoment(): Promise<string> {
   const maxWait = Math.min(CFG.quietWaitMs, quietBudgetMs);
@@ -431,7 +454,7 @@ async function main(): Promise<void> {
           for (const name of order) {
             const quiet = await quietMoment();
             log(`throughput ${size} B -> ${name}${CFG.rounds > 1 ? ` (round ${round + 1})` : ''}${quiet}`);
-            const r = await throughputOnce(services.get(name)!, broker, size);
+            const r = await undisturbed(`${size} B -> ${name}`, () => throughputOnce(services.get(name)!, broker, size));
             runs.set(name, [...(runs.get(name) ?? []), r]);
             log(`  ${si(r.rate)} msg/s received, ${si(r.sendRate)} msg/s sent; CPU s: relay ${r.cpu?.toFixed(2) ?? '-'}, mosquitto ${r.brokerCpu.toFixed(2)}, pub+sub ${r.loadCpu.toFixed(2)}; machine ${r.machineBusy.toFixed(2)} cores busy, ${r.foreignCores.toFixed(2)} by others, over ${r.seconds.toFixed(1)} s`);
           }
@@ -461,7 +484,7 @@ async function main(): Promise<void> {
     if (SCENARIOS.includes('latency')) {
       for (const name of TARGETS) {
         log(`latency ${CFG.latencyRate} msg/s -> ${name}${await quietMoment()}`);
-        const r = await latencyRun(services.get(name)!, 'latency');
+        const r = await undisturbed(`latency -> ${name}`, () => latencyRun(services.get(name)!, 'latency'));
         results.latency[name] = r;
         log(`  p50 ${r.latencyMs.p50.toFixed(3)} p99 ${r.latencyMs.p99.toFixed(3)} max ${r.latencyMs.max.toFixed(3)} ms, lost ${r.lost}; ${r.foreignCores.toFixed(2)} cores used by others`);
       }
@@ -470,7 +493,7 @@ async function main(): Promise<void> {
     if (SCENARIOS.includes('fanin')) {
       for (const name of TARGETS) {
         log(`fan-in ${CFG.faninPublishers} x ${CFG.faninRate} msg/s -> ${name}${await quietMoment()}`);
-        const r = await latencyRun(services.get(name)!, 'fanin');
+        const r = await undisturbed(`fan-in -> ${name}`, () => latencyRun(services.get(name)!, 'fanin'));
         results.fanin[name] = r;
         log(`  ${si(r.rate)} msg/s, p50 ${r.latencyMs.p50.toFixed(3)} p99 ${r.latencyMs.p99.toFixed(3)} ms, connect ${r.connectSeconds?.toFixed(2)} s; ${r.foreignCores.toFixed(2)} cores used by others`);
       }
@@ -588,7 +611,7 @@ function renderTable(checks: TargetCheck[]): string {
     line(`  relay CPU vs node-relay`, (c) => cell(t[c]?.cpuVsNodeRelay, (v) => `${v.toFixed(2)}x`));
     line(`  mosquitto CPU s per M msgs`, (c) => cell(t[c]?.mosquittoCpuPerMillion, (v) => v.toFixed(2)));
     line(`  machine busy cores (of ${os.cpus().length})`, (c) => cell(t[c]?.machineBusyCores, (v) => v.toFixed(2)));
-    line(`  cores used by others (worst)`, (c) => cell(t[c]?.foreignCores, (v) => v.toFixed(2)));
+    line(`  cores used by others (worst round)`, (c) => cell(t[c]?.foreignCores, (v) => v.toFixed(2)));
   }
   const lat = results.latency;
   if (Object.keys(lat).length) {

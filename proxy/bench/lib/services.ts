@@ -170,7 +170,7 @@ export async function startSocat(upstream: Service, host = '127.0.0.1'): Promise
   const binary = findExecutable('socat');
   if (!binary) throw new Error('socat is not installed');
   const port = await freePort(host);
-  const proc = spawn(binary, [`TCP-LISTEN:${port},bind=${host},fork,reuseaddr,nodelay`, `TCP:${upstream.host}:${upstream.port},nodelay`], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(binary, [`TCP-LISTEN:${port},bind=${host},fork,reuseaddr,nodelay,backlog=4096`, `TCP:${upstream.host}:${upstream.port},nodelay`], { stdio: ['ignore', 'pipe', 'pipe'] });
   const svc = service('socat', host, port, proc, true);
   await waitForPort(host, port, 10_000, proc);
   return svc;
