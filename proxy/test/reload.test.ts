@@ -14,6 +14,8 @@ import path from 'node:path';
 import { request } from 'undici';
 import { freePort, startMosquitto } from './helpers/mosquitto.ts';
 import { connectFrame } from './helpers/clients.ts';
+import { planReload } from '../src/config/reload.ts';
+import { validateConfig } from '../src/config/load.ts';
 import { spawnCli, type LogLine } from './helpers/cli.ts';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'mlp-reload-'));
@@ -128,4 +130,29 @@ t.test('listener addresses cannot move on reload: logged, the old listener keeps
 t.test('SIGTERM after all that: exit 0', async (t) => {
   run.proc.kill('SIGTERM');
   t.equal(await run.exited, 0);
+});
+
+t.test('unit: what a reload applies and what waits for a restart', async (t) => {
+  const running = validateConfig({ listen: '127.0.0.1:1883', probes: { interval: 5 } });
+  const next = validateConfig({
+    listen: '127.0.0.1:1999',
+    upstream: '127.0.0.1:2000',
+    keepAlive: { max: 60 },
+    rules: [{ match: { clientId: 'x*' }, keepAlive: { grace: 1 } }],
+    limits: { maxConnections: 10 },
+    tcp: { idle: 3 },
+    logLevel: 'debug',
+    events: { webhook: 'http://127.0.0.1:9/hook' },
+    probes: { interval: 7, onBrokerDown: 'close', upstreamProbeIdle: 4 },
+  });
+  const plan = planReload(running, next);
+  t.same(plan.changed, ['logLevel', 'keepAlive.max', 'rules', 'tcp.idle', 'probes.onBrokerDown', 'probes.upstreamProbeIdle', 'limits.maxConnections']);
+  t.same(plan.restartNeeded, ['listen', 'upstream', 'probes.interval', 'events.webhook']);
+  t.equal(plan.config.listen, '127.0.0.1:1883', 'restart-only keys keep their running values');
+  t.equal(plan.config.upstream, running.upstream);
+  t.equal(plan.config.probes.interval, 5);
+  t.equal(plan.config.events.webhook, null);
+  t.equal(plan.config.keepAlive.max, 60, 'the rest is the new configuration');
+  t.equal(plan.config.probes.onBrokerDown, 'close');
+  t.same(planReload(running, running), { config: running, changed: [], restartNeeded: [] }, 'an unchanged file changes nothing');
 });

@@ -204,3 +204,24 @@ t.test('limits apply before the handshake; MQTT 5 over TLS gets DISCONNECT 0x8B 
   await proxy.stop();
   t.equal(await told, 0x8b, 'DISCONNECT 0x8B reached the TLS client');
 });
+
+t.test('a configuration reload can point at other files and require client certificates', async (t) => {
+  const { proxy, url } = await tlsProxy(t, { cert: file('server-a.crt'), key: file('server-a.key') });
+  const before = await connectClient(url, { ca: pem('ca.crt') });
+  t.teardown(() => before.end(true));
+  t.equal(peer(before).serialNumber, '1001');
+  const running = proxy.app.config;
+  const plan = proxy.app.reconfigure({
+    ...running,
+    tls: { ...running.tls, listen: '127.0.0.1:1', cert: file('server-b.crt'), key: file('server-b.key'), ca: file('ca.crt'), requestCert: true },
+  });
+  t.same(plan.changed, ['tls.cert', 'tls.key', 'tls.ca', 'tls.requestCert']);
+  t.same(plan.restartNeeded, ['tls.listen'], 'the TLS address stays');
+  t.equal(proxy.app.config.tls.listen, '127.0.0.1:0');
+  t.match(proxy.logs.find((l) => l.event === 'tls_reloaded'), { trigger: 'configuration reloaded', serialNumber: '1002', requestCert: true });
+  t.not(await attempt(url, { ca: pem('ca.crt') }), 'connected', 'a client without a certificate is now refused');
+  const withCert = await connectClient(url, { ca: pem('ca.crt'), cert: pem('client-good.crt'), key: pem('client-good.key') });
+  t.equal(peer(withCert).serialNumber, '1002', 'new connections get the new files');
+  withCert.end(true);
+  t.ok(before.connected, 'the connection from before is still up');
+});

@@ -115,6 +115,10 @@ export class TlsListener {
       return false;
     }
     this.tlsServer.setSecureContext(loaded.options);
+    // setSecureContext() leaves these alone; the server reads them for each new socket.
+    const server = this.tlsServer as tls.Server & { requestCert: boolean; rejectUnauthorized: boolean };
+    server.requestCert = this.config.requestCert;
+    server.rejectUnauthorized = this.config.requestCert;
     const previous = this.current.serialNumber;
     this.current = loaded.served;
     this.log.info({ event: 'tls_reloaded', trigger, previous, ...this.current, requestCert: this.config.requestCert }, 'TLS certificate loaded for new connections');
