@@ -122,7 +122,7 @@ export interface MosquittoInfo {
  * Mosquitto with no connection limit and only errors logged. Its open-files
  * limit is raised with prlimit when the hard limit allows more than it has.
  */
-export async function startMosquitto(host = '127.0.0.1'): Promise<Service & { info: MosquittoInfo }> {
+export async function startMosquitto(host = '127.0.0.1', extraConfig: string[] = []): Promise<Service & { info: MosquittoInfo }> {
   const binary = findExecutable('mosquitto');
   if (!binary) throw new Error('mosquitto is not installed');
   const port = await freePort(host);
@@ -137,6 +137,7 @@ export async function startMosquitto(host = '127.0.0.1'): Promise<Service & { in
     'log_dest stderr',
     'log_type error',
     'log_type warning',
+    ...extraConfig,
     '',
   ].join('\n'));
   // The soft limit can only be raised up to the hard one without CAP_SYS_RESOURCE.
