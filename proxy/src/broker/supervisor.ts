@@ -88,7 +88,9 @@ function superviseMosquitto(binary: string, conf: string, log: Logger): BrokerHa
 
   const start = (): void => {
     const startedAt = Date.now();
-    const proc = spawn(binary, ['-c', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // Its own process group: a Ctrl-C in the terminal reaches the proxy, which then
+    // stops the broker in order (clients told first), instead of both dying at once.
+    const proc = spawn(binary, ['-c', conf], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     child = proc;
     log.info({ broker: 'mosquitto', pid: proc.pid, binary, config: conf }, 'started Mosquitto');
     for (const stream of [proc.stdout, proc.stderr]) {
@@ -105,12 +107,16 @@ function superviseMosquitto(binary: string, conf: string, log: Logger): BrokerHa
     });
   };
   start();
+  // If the proxy exits without stop() (a crash), the broker must not outlive it.
+  const killOnExit = (): void => { child?.kill('SIGKILL'); };
+  process.once('exit', killOnExit);
 
   return {
     kind: 'mosquitto',
     pid: () => child?.pid,
     stop: async () => {
       stopping = true;
+      process.off('exit', killOnExit);
       if (restartTimer) clearTimeout(restartTimer);
       const proc = child;
       if (!proc) return;
