@@ -43,19 +43,13 @@ import mqtt, { type MqttClient } from 'mqtt';
 import { freePort, startMosquitto, type Mosquitto } from './helpers/mosquitto.ts';
 import { startProxy } from './helpers/proxy.ts';
 import { connectFrame, eventually, RawClient, sleep } from './helpers/clients.ts';
+import { collectUncaught } from './helpers/runtime.ts';
 
 const SIGTERM_ROUNDS = Number(process.env.MLP_CHAOS_ROUNDS ?? 20);
 const SIGKILL_ROUNDS = 5;
 const LOAD_CLIENTS = 10;
 
-const uncaught: unknown[] = [];
-const onUncaught = (err: unknown): void => { uncaught.push(err); };
-process.on('uncaughtException', onUncaught);
-process.on('unhandledRejection', onUncaught);
-t.teardown(() => {
-  process.off('uncaughtException', onUncaught);
-  process.off('unhandledRejection', onUncaught);
-});
+const uncaught = collectUncaught(t);
 
 const port = await freePort();
 const persistence = mkdtempSync(path.join(os.tmpdir(), 'mlp-chaos-db-'));

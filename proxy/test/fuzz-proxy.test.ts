@@ -13,27 +13,15 @@
  */
 import t from 'tap';
 import net from 'node:net';
-import v8 from 'node:v8';
-import vm from 'node:vm';
 import mqttPacket from 'mqtt-packet';
 import { startMosquitto } from './helpers/mosquitto.ts';
 import { startProxy } from './helpers/proxy.ts';
 import { connectClient, connectFrame, eventually, RawClient, sleep } from './helpers/clients.ts';
+import { collectUncaught, settledMemory } from './helpers/runtime.ts';
 import { REASONS } from '../src/liveness/reasons.ts';
 import type { CloseEvent } from '../src/relay/events.ts';
 
 type Packet = Parameters<typeof mqttPacket.generate>[0];
-
-// A real gc() for before/after numbers, whether or not node was started with --expose-gc.
-v8.setFlagsFromString('--expose-gc');
-const gc = (global.gc ?? vm.runInNewContext('gc')) as () => void;
-async function settledMemory(): Promise<NodeJS.MemoryUsage> {
-  for (let i = 0; i < 3; i++) {
-    gc();
-    await sleep(50);
-  }
-  return process.memoryUsage();
-}
 
 const CONNECTIONS = Number(process.env.MLP_FUZZ_CONNECTIONS ?? 2000);
 const PARALLEL = 25;
@@ -143,14 +131,7 @@ function plan(i: number): Plan {
 
 // ---- the run --------------------------------------------------------------------
 
-const uncaught: unknown[] = [];
-const onUncaught = (err: unknown): void => { uncaught.push(err); };
-process.on('uncaughtException', onUncaught);
-process.on('unhandledRejection', onUncaught);
-t.teardown(() => {
-  process.off('uncaughtException', onUncaught);
-  process.off('unhandledRejection', onUncaught);
-});
+const uncaught = collectUncaught(t);
 
 const broker = await startMosquitto();
 const proxy = await startProxy(broker.port, {

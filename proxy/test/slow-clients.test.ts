@@ -8,22 +8,11 @@
  * refused from its header (protocol_error) without being buffered.
  */
 import t from 'tap';
-import v8 from 'node:v8';
-import vm from 'node:vm';
 import { startMosquitto } from './helpers/mosquitto.ts';
 import { startProxy } from './helpers/proxy.ts';
 import { connectFrame, eventually, RawClient, sleep } from './helpers/clients.ts';
+import { settledMemory } from './helpers/runtime.ts';
 
-// A real gc() for before/after numbers, whether or not node was started with --expose-gc.
-v8.setFlagsFromString('--expose-gc');
-const gc = (global.gc ?? vm.runInNewContext('gc')) as () => void;
-async function settle(): Promise<NodeJS.MemoryUsage> {
-  for (let i = 0; i < 3; i++) {
-    gc();
-    await sleep(50);
-  }
-  return process.memoryUsage();
-}
 const MB = 1024 * 1024;
 const mb = (n: number): string => `${(n / MB).toFixed(1)} MB`;
 
@@ -43,7 +32,7 @@ const TRICKLING = 200;
 
 t.test(`${SILENT} silent and ${TRICKLING} trickling connections all end at the CONNECT timeout`, async (t) => {
   const since = Date.now();
-  const before = await settle();
+  const before = await settledMemory();
   const clients: Array<{ c: RawClient; openedAt: number; closedAt: number; trickle: boolean }> = [];
   const timers: NodeJS.Timeout[] = [];
   t.teardown(() => { for (const x of timers) clearInterval(x); for (const x of clients) x.c.destroy(); });
@@ -84,7 +73,7 @@ t.test(`${SILENT} silent and ${TRICKLING} trickling connections all end at the C
   await eventually(() => proxy.app.proxy.connections.size === 0, 15_000, 'the proxy holds no connection');
   const ports = new Set(clients.map((x) => x.c.localPort));
   const ends = proxy.closes.filter((e) => e.startedAt >= since && ports.has(e.remotePort));
-  const after = await settle();
+  const after = await settledMemory();
 
   const lifetimes = clients.map((x) => x.closedAt - x.openedAt).sort((a, b) => a - b);
   const q = (p: number): number => Math.round(lifetimes[Math.min(lifetimes.length - 1, Math.floor(p * lifetimes.length))]);
@@ -122,7 +111,7 @@ async function stream(c: RawClient, chunk: Buffer, maxBytes: number, maxMs: numb
 }
 
 t.test('a CONNECT declaring 256 MB is refused from its header', async (t) => {
-  const before = await settle();
+  const before = await settledMemory();
   const c = await RawClient.connect(proxy.port);
   const started = performance.now();
   c.write([0x10, 0xff, 0xff, 0xff, 0x7f]);
@@ -131,7 +120,7 @@ t.test('a CONNECT declaring 256 MB is refused from its header', async (t) => {
   const elapsed = performance.now() - started;
   const e = await proxy.nextClose((ev) => ev.remotePort === c.localPort);
   const peak = process.memoryUsage();
-  const after = await settle();
+  const after = await settledMemory();
   t.equal(e.reason, 'protocol_error');
   t.match(e.detail, /MLP_FRAME_TOO_LARGE: frame of 268435460 bytes exceeds the limit of 16777216/);
   t.ok(elapsed < 2_000, `closed after ${Math.round(elapsed)} ms (it had written ${mb(sent)} meanwhile)`);
@@ -141,7 +130,7 @@ t.test('a CONNECT declaring 256 MB is refused from its header', async (t) => {
 
 t.test('a PUBLISH declaring 256 MB after a valid CONNECT, then streamed, is refused from its header', async (t) => {
   for (const protocolVersion of [4, 5] as const) {
-    const before = await settle();
+    const before = await settledMemory();
     const c = await RawClient.connect(proxy.port);
     c.write(connectFrame({ clientId: `huge-publish-${protocolVersion}`, keepalive: 30, protocolVersion }));
     await c.waitForBytes(4);
@@ -154,7 +143,7 @@ t.test('a PUBLISH declaring 256 MB after a valid CONNECT, then streamed, is refu
     const elapsed = performance.now() - started;
     const e = await proxy.nextClose((ev) => ev.clientId === `huge-publish-${protocolVersion}`);
     const peak = process.memoryUsage();
-    const after = await settle();
+    const after = await settledMemory();
     t.equal(e.reason, 'protocol_error', `v${protocolVersion}: protocol_error`);
     t.match(e.detail, /MLP_FRAME_TOO_LARGE: frame of 268435460 bytes/);
     t.ok(elapsed < 2_000, `v${protocolVersion}: closed after ${Math.round(elapsed)} ms (the client had written ${mb(sent)})`);
@@ -172,7 +161,7 @@ t.test('CONNECTs declaring 16 MiB (within maxPacketSize) reserve what arrived, n
   // size from the 5-byte header: 50 such headers reserved 800 MB.
   const n = 50;
   const since = Date.now();
-  const before = await settle();
+  const before = await settledMemory();
   const clients: RawClient[] = [];
   t.teardown(() => { for (const c of clients) c.destroy(); });
   for (let i = 0; i < n; i++) {

@@ -2,12 +2,13 @@
  * A real Mosquitto (Debian's) for a test, on a free loopback port, with its
  * log captured so tests can read what the broker saw.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { findExecutable, waitForPort } from '../../src/broker/supervisor.ts';
+import { spawnCaptured } from './child.ts';
 
 export interface Mosquitto {
   host: string;
@@ -52,20 +53,13 @@ export async function startMosquitto(options: { host?: string; port?: number; ex
     ...(options.extraConfig ?? []),
     '',
   ].join('\n'));
-  const proc = spawn(binary, ['-c', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  proc.stdout!.on('data', (d: Buffer) => { output += d.toString(); });
-  proc.stderr!.on('data', (d: Buffer) => { output += d.toString(); });
-  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
-  // A test process that dies (tap's timeout) must not leave its broker behind.
-  const killOnExit = (): void => { proc.kill('SIGKILL'); };
-  process.once('exit', killOnExit);
-  void exited.then(() => process.off('exit', killOnExit));
+  // Killed if the test process dies first (tap's timeout): no broker left behind.
+  const { proc, output, exited } = spawnCaptured(binary, ['-c', conf]);
   try {
     await waitForPort(host, port, 10_000);
   } catch (err) {
     proc.kill('SIGKILL');
-    throw new Error(`mosquitto did not start: ${(err as Error).message}\n${output}`);
+    throw new Error(`mosquitto did not start: ${(err as Error).message}\n${output()}`);
   }
   return {
     host,
@@ -74,9 +68,9 @@ export async function startMosquitto(options: { host?: string; port?: number; ex
     proc,
     log: () => {
       try {
-        return readFileSync(logFile, 'utf8') + output;
+        return readFileSync(logFile, 'utf8') + output();
       } catch {
-        return output;
+        return output();
       }
     },
     async stop() {

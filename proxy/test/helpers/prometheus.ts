@@ -4,12 +4,13 @@
  * captured, and the HTTP API. Prometheus missing is an error, never a skip:
  * CI installs it.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { request } from 'undici';
 import { findExecutable } from '../../src/broker/supervisor.ts';
+import { spawnCaptured } from './child.ts';
 import { freePort } from './mosquitto.ts';
 
 export const JOB = 'mqtt-liveness-proxy';
@@ -104,25 +105,18 @@ export async function startPrometheus(options: StartPrometheusOptions): Promise<
     `      - targets: [${options.targets.map((t) => `'${t}'`).join(', ')}]`,
     '',
   ].join('\n'));
-  const proc = spawn(binary, [
+  // Killed if the test process dies first (tap's timeout): no Prometheus left behind.
+  const { proc, output, exited } = spawnCaptured(binary, [
     `--config.file=${config}`,
     `--storage.tsdb.path=${path.join(dir, 'data')}`,
     `--web.listen-address=127.0.0.1:${port}`,
     '--storage.tsdb.retention.time=1h',
     '--log.level=warn',
-  ], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  proc.stdout!.on('data', (d: Buffer) => { output += d.toString(); });
-  proc.stderr!.on('data', (d: Buffer) => { output += d.toString(); });
-  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
-  // A test process that dies (tap's timeout) must not leave its Prometheus behind.
-  const killOnExit = (): void => { proc.kill('SIGKILL'); };
-  process.once('exit', killOnExit);
-  void exited.then(() => process.off('exit', killOnExit));
+  ]);
 
   const api = `http://127.0.0.1:${port}`;
   const get = <T>(apiPath: string): Promise<T | null> => getJson<T>(`${api}${apiPath}`);
-  const logTail = (): string => `\nprometheus exit=${proc.exitCode} signal=${proc.signalCode}; its output:\n${output.slice(-3000)}`;
+  const logTail = (): string => `\nprometheus exit=${proc.exitCode} signal=${proc.signalCode}; its output:\n${output().slice(-3000)}`;
   const stop = async (): Promise<void> => {
     if (proc.exitCode === null && proc.signalCode === null) {
       proc.kill('SIGTERM');
