@@ -8,6 +8,7 @@ import { startMosquitto } from './helpers/mosquitto.ts';
 import { startProxy } from './helpers/proxy.ts';
 import { connectClient, nextMessages, sleep } from './helpers/clients.ts';
 import { createCable, NETNS_CLIENT, waitForEvent } from './helpers/netns.ts';
+import { scrape, value } from './helpers/scrape.ts';
 
 const broker = await startMosquitto();
 const cable = await createCable('cable');
@@ -79,3 +80,17 @@ for (const protocolVersion of [4, 5] as const) {
     });
   }
 }
+
+t.test('the scrape after the scenario: detection latency by reason, and the advantage over the broker', async (t) => {
+  const { samples } = await scrape(proxy.adminUrl);
+  for (const reason of ['tcp_keepalive', 'tcp_user_timeout']) {
+    const count = value(samples, `mqtt_liveness_detection_latency_seconds_count{reason="${reason}"}`);
+    const sum = value(samples, `mqtt_liveness_detection_latency_seconds_sum{reason="${reason}"}`);
+    const advantage = value(samples, `mqtt_liveness_detection_advantage_seconds_sum{reason="${reason}"}`);
+    t.equal(count, 2, `${reason}: two verdicts (3.1.1 and 5)`);
+    // Silence at the verdict = the second before the pull + the detection time.
+    t.ok(sum / count > 6 && sum / count < 11.5, `${reason}: mean silence ${(sum / count).toFixed(2)} s`);
+    t.ok(advantage / count > 60, `${reason}: ${(advantage / count).toFixed(1)} s earlier than Mosquitto's own 90 s deadline on average`);
+  }
+  t.equal(value(samples, 'mqtt_liveness_detection_latency_seconds_count{reason="keepalive_timeout"}'), 0, 'no keep-alive verdict in this scenario');
+});

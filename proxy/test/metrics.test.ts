@@ -9,35 +9,10 @@ import net from 'node:net';
 import mqtt from 'mqtt';
 import mqttPacket from 'mqtt-packet';
 import { request } from 'undici';
+import { scrape, value } from './helpers/scrape.ts';
 import { startMosquitto } from './helpers/mosquitto.ts';
 import { startProxy } from './helpers/proxy.ts';
 
-type Samples = Map<string, number>;
-
-/** Parse the text exposition into `name{labels}` -> value (labels as written, sorted by prom-client). */
-function parseMetrics(text: string): Samples {
-  const samples: Samples = new Map();
-  for (const line of text.split('\n')) {
-    if (!line || line.startsWith('#')) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)$/.exec(line);
-    if (!m) throw new Error(`unparsable metrics line: ${line}`);
-    samples.set(`${m[1]}${m[2] ?? ''}`, Number(m[3]));
-  }
-  return samples;
-}
-
-async function scrape(adminUrl: string): Promise<{ text: string; samples: Samples; contentType: string }> {
-  const res = await request(`${adminUrl}/metrics`);
-  const text = await res.body.text();
-  if (res.statusCode !== 200) throw new Error(`/metrics answered ${res.statusCode}: ${text}`);
-  return { text, samples: parseMetrics(text), contentType: String(res.headers['content-type']) };
-}
-
-function value(samples: Samples, key: string): number {
-  const v = samples.get(key);
-  if (v === undefined) throw new Error(`series ${key} is missing`);
-  return v;
-}
 
 async function eventually<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 20_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
