@@ -43,6 +43,9 @@ const TCP_USER_TIMEOUT = 18;
 // struct tcp_info: 8 x u8, then u32 rto, ato, snd_mss, rcv_mss, unacked -> byte 24
 // (checked with offsetof against linux/tcp.h). Read as host-endian u32 index 6.
 const TCPI_UNACKED_INDEX = 6;
+// ... then u32 sacked, lost, retrans, fackets, last_data_sent, last_ack_sent, last_data_recv,
+// last_ack_recv -> byte 56 (milliseconds since the last ACK arrived).
+const TCPI_LAST_ACK_RECV_INDEX = 14;
 
 type SockoptFn = (fd: number, level: number, name: number, val: unknown, len: unknown) => number;
 interface Ffi {
@@ -166,4 +169,20 @@ export function tcpInfoUnacked(socket: net.Socket): number | null {
   if (f.getsockopt(fd, IPPROTO_TCP, TCP_INFO, tcpInfo, lenVal) !== 0) return null;
   if (lenVal[0]! < (TCPI_UNACKED_INDEX + 1) * 4) return null;
   return tcpInfo[TCPI_UNACKED_INDEX]!;
+}
+
+/** Segments in flight and milliseconds since the peer last acknowledged anything (TCP_INFO). */
+export interface TcpAckState {
+  unacked: number;
+  msSinceLastAck: number;
+}
+
+export function tcpAckState(socket: net.Socket): TcpAckState | null {
+  const f = loadFfi();
+  const fd = fdOf(socket);
+  if (!f || fd < 0) return null;
+  lenVal[0] = tcpInfo.byteLength;
+  if (f.getsockopt(fd, IPPROTO_TCP, TCP_INFO, tcpInfo, lenVal) !== 0) return null;
+  if (lenVal[0]! < (TCPI_LAST_ACK_RECV_INDEX + 1) * 4) return null;
+  return { unacked: tcpInfo[TCPI_UNACKED_INDEX]!, msSinceLastAck: tcpInfo[TCPI_LAST_ACK_RECV_INDEX]! };
 }
