@@ -162,13 +162,7 @@ export function readTcpLiveness(socket: net.Socket): TcpLivenessReadback | null 
  * case); zero for an idle connection killed by keep-alive probes.
  */
 export function tcpInfoUnacked(socket: net.Socket): number | null {
-  const f = loadFfi();
-  const fd = fdOf(socket);
-  if (!f || fd < 0) return null;
-  lenVal[0] = tcpInfo.byteLength;
-  if (f.getsockopt(fd, IPPROTO_TCP, TCP_INFO, tcpInfo, lenVal) !== 0) return null;
-  if (lenVal[0]! < (TCPI_UNACKED_INDEX + 1) * 4) return null;
-  return tcpInfo[TCPI_UNACKED_INDEX]!;
+  return tcpAckState(socket)?.unacked ?? null;
 }
 
 /** Segments in flight and milliseconds since the peer last acknowledged anything (TCP_INFO). */
