@@ -213,12 +213,12 @@ class Timestamped {
   });
 }
 
-async function latency(r: Extract<Role, { role: 'latency' }>): Promise<void> {
-  const ts = new Timestamped(r.topic, r.payloadSize, Math.ceil((r.rate * r.durationMs) / 1000) + 1000);
-  const sub = await openMqtt(r.host, r.port, `bench-lsub-${process.pid}`, 60);
+/** A subscriber whose received bytes (after its SUBACK) feed the timestamp reader. */
+async function subscribeTimestamped(host: string, port: number, topic: string, clientId: string, ts: Timestamped): Promise<net.Socket> {
+  const sub = await openMqtt(host, port, clientId, 60);
   sub.socket.on('error', fatal);
   let subacked = false;
-  await subscribe(sub.socket, sub.rest, r.topic, (c) => {
+  await subscribe(sub.socket, sub.rest, topic, (c) => {
     if (!subacked && c.length >= 5 && c[0] === 0x90) {
       subacked = true;
       if (c.length > 5) ts.reader.push(c.subarray(5));
@@ -226,13 +226,19 @@ async function latency(r: Extract<Role, { role: 'latency' }>): Promise<void> {
     }
     ts.reader.push(c);
   }, () => subacked);
+  return sub.socket;
+}
+
+async function latency(r: Extract<Role, { role: 'latency' }>): Promise<void> {
+  const ts = new Timestamped(r.topic, r.payloadSize, Math.ceil((r.rate * r.durationMs) / 1000) + 1000);
+  const sub = await subscribeTimestamped(r.host, r.port, r.topic, `bench-lsub-${process.pid}`, ts);
   const pub = await openMqtt(r.host, r.port, `bench-lpub-${process.pid}`, 60);
   pub.socket.on('error', fatal);
   onParent(() => {});
   send({ ev: 'ready' });
   await waitFor('go');
   const result = await pace(r.rate, r.warmupMs, r.durationMs, ts, (buf) => pub.socket.write(buf), (n) => n);
-  sub.socket.destroy();
+  sub.destroy();
   pub.socket.destroy();
   send({ ev: 'latency', result });
   setTimeout(() => process.exit(0), 50);
@@ -286,17 +292,7 @@ async function pace(rate: number, warmupMs: number, durationMs: number, ts: Time
 async function fanin(r: Extract<Role, { role: 'fanin' }>): Promise<void> {
   const totalRate = r.publishers * r.ratePerPublisher;
   const ts = new Timestamped(r.topic, r.payloadSize, Math.ceil((totalRate * r.durationMs) / 1000) + 1000);
-  const sub = await openMqtt(r.host, r.port, `bench-fsub-${process.pid}`, 60);
-  sub.socket.on('error', fatal);
-  let subacked = false;
-  await subscribe(sub.socket, sub.rest, r.topic, (c) => {
-    if (!subacked && c.length >= 5 && c[0] === 0x90) {
-      subacked = true;
-      if (c.length > 5) ts.reader.push(c.subarray(5));
-      return;
-    }
-    ts.reader.push(c);
-  }, () => subacked);
+  const sub = await subscribeTimestamped(r.host, r.port, r.topic, `bench-fsub-${process.pid}`, ts);
   const t0 = performance.now();
   const { sockets, failed } = await openMany(r.host, r.port, r.publishers, r.concurrency, (i) => `bench-fpub-${process.pid}-${i}`, 60, [undefined]);
   const connectSeconds = (performance.now() - t0) / 1000;
@@ -315,7 +311,7 @@ async function fanin(r: Extract<Role, { role: 'fanin' }>): Promise<void> {
   }, () => 1);
   result.connectSeconds = connectSeconds;
   result.connectFailed = failed;
-  sub.socket.destroy();
+  sub.destroy();
   for (const s of sockets) s.destroy();
   send({ ev: 'latency', result });
   setTimeout(() => process.exit(0), 50);
