@@ -15,7 +15,8 @@ import { parseArgs } from 'node:util';
 import mqtt from 'mqtt';
 import { createCable, NETNS_CLIENT, waitForEvent, type Cable } from '../test/helpers/netns.ts';
 import { freePort, startMosquitto, type Mosquitto } from '../test/helpers/mosquitto.ts';
-import { waitForPort, PACKAGE_ROOT } from '../src/broker/supervisor.ts';
+import { waitForPort } from '../src/net/tcp-probe.ts';
+import { PACKAGE_ROOT } from '../src/package.ts';
 
 interface Scenario { path: 'direct' | 'proxy'; keepAlive: number; protocolVersion: 4 | 5 }
 interface Result extends Scenario { willAfterMs: number | null; error?: string }
@@ -40,7 +41,7 @@ async function runScenario(s: Scenario, index: number): Promise<Result> {
     if (s.path === 'proxy') {
       port = await freePort(cable.hostAddress);
       proxy = spawn(process.execPath, [path.join(PACKAGE_ROOT, 'proxy/bin/mqtt-liveness-proxy.js'), '--listen', `${cable.hostAddress}:${port}`, '--upstream', `127.0.0.1:${brokerPort}`, '--admin', '127.0.0.1:0', '--broker', 'none', '--log-level', 'warn'], { stdio: 'ignore' });
-      await waitForPort(cable.hostAddress, port, 15_000);
+      await waitForPort({ host: cable.hostAddress, port }, 15_000);
     }
     watcher = await mqtt.connectAsync(`mqtt://127.0.0.1:${brokerPort}`, { reconnectPeriod: 0 });
     const topic = `detect/${index}`;

@@ -5,7 +5,6 @@
  */
 import type { Logger } from 'pino';
 import type { Config } from './config/types.ts';
-import { parseHostPort } from './config/types.ts';
 import { startBroker, type BrokerHandle } from './broker/supervisor.ts';
 import { ProxyServer } from './relay/server.ts';
 import { systemClock, type Clock } from './liveness/clock.ts';
@@ -116,7 +115,7 @@ export async function startApp(config: Config, log: Logger, clock?: Clock): Prom
 function startCanary(config: Config, proxy: ProxyServer, metrics: ProxyMetrics, admin: AdminServer, log: Logger, clock: Clock): Canary {
   const canary = new Canary({
     probes: config.probes,
-    upstream: parseHostPort(config.upstream),
+    upstream: config.upstream,
     clock,
     log,
     metrics,

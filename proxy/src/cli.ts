@@ -3,14 +3,12 @@
  * `mqtt-liveness-proxy check-config FILE` validates a configuration;
  * `mqtt-liveness-proxy status` shows a running proxy's readiness and connections.
  */
-import { readFileSync } from 'node:fs';
-import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { ConfigError, defaultConfig, loadConfigFile, withOverrides } from './config/load.ts';
-import type { Config } from './config/types.ts';
+import { ConfigError, loadConfig } from './config/load.ts';
+import { formatHostPort, type Config } from './config/types.ts';
 import { createLogger } from './log.ts';
 import { startApp } from './app.ts';
-import { PACKAGE_ROOT } from './broker/supervisor.ts';
+import { VERSION } from './package.ts';
 import { runStatus } from './admin/status.ts';
 import { Reloader } from './config/watch.ts';
 
@@ -26,11 +24,21 @@ Options:
   --upstream HOST:PORT   the broker (default 127.0.0.1:1884)
   --admin HOST:PORT      metrics and health endpoints (default 0.0.0.0:9464)
   --broker MODE          auto | mosquitto | embedded | none (default auto)
-  --config FILE          YAML configuration; flags override it
+  --config FILE          YAML configuration (also MLP_CONFIG)
   --log-level LEVEL      fatal | error | warn | info | debug | trace | silent
   --token TOKEN          status: bearer token for /connections (adminToken)
   -h, --help             show this help
   -v, --version          print the version
+
+Environment:
+  Every configuration key can be set as MLP_ + its path in upper snake case,
+  __ between levels: keepAlive.max -> MLP_KEEP_ALIVE__MAX, tcp.userTimeout ->
+  MLP_TCP__USER_TIMEOUT. Precedence: flags > environment > file > defaults.
+
+Exit codes:
+  0  stopped on SIGTERM/SIGINT; check-config: valid; status: ready
+  1  failed while running (a port in use, the broker did not start); status: not ready or unreachable
+  2  bad usage or invalid configuration (the message names the file and line, variable or flag)
 `;
 
 const OPTIONS = {
@@ -45,19 +53,28 @@ const OPTIONS = {
   version: { type: 'boolean', short: 'v' },
 } as const;
 
-function version(): string {
-  return (JSON.parse(readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+type ConfigFlags = { config?: string; listen?: string; upstream?: string; admin?: string; broker?: string; 'log-level'?: string };
+
+/** Defaults < file (--config or MLP_CONFIG) < MLP_* environment < flags. */
+export function resolveConfig(values: ConfigFlags, env: NodeJS.ProcessEnv = process.env): Config {
+  return loadConfig({
+    file: values.config ?? (env.MLP_CONFIG || null),
+    env,
+    flags: { listen: values.listen, upstream: values.upstream, admin: values.admin, broker: values.broker, logLevel: values['log-level'] },
+  });
 }
 
-export function resolveConfig(values: { config?: string; listen?: string; upstream?: string; admin?: string; broker?: string; 'log-level'?: string }): Config {
-  const base = values.config ? loadConfigFile(values.config) : defaultConfig();
-  return withOverrides(base, {
-    listen: values.listen,
-    upstream: values.upstream,
-    admin: values.admin,
-    broker: values.broker,
-    logLevel: values['log-level'],
-  }, 'command line');
+/** The effective configuration as a user writes it: addresses as HOST:PORT, secrets hidden. */
+export function printable(config: Config): unknown {
+  return {
+    ...config,
+    listen: formatHostPort(config.listen),
+    upstream: formatHostPort(config.upstream),
+    admin: formatHostPort(config.admin),
+    adminToken: config.adminToken ? '[set]' : null,
+    probes: { ...config.probes, password: config.probes.password ? '[set]' : null },
+    tls: { ...config.tls, listen: config.tls.listen ? formatHostPort(config.tls.listen) : null },
+  };
 }
 
 async function run(argv: string[]): Promise<number> {
@@ -67,16 +84,17 @@ async function run(argv: string[]): Promise<number> {
     return 0;
   }
   if (values.version) {
-    process.stdout.write(`${version()}\n`);
+    process.stdout.write(`${VERSION}\n`);
     return 0;
   }
   const command = positionals[0];
   if (command === 'check-config') {
-    const file = positionals[1] ?? values.config;
+    // The verdict on stderr, the effective configuration (JSON) alone on stdout, so it can be piped.
+    const file = positionals[1] ?? values.config ?? process.env.MLP_CONFIG;
     if (!file) throw new ConfigError('check-config needs a FILE');
     const config = resolveConfig({ ...values, config: file });
-    const shown = { ...config, probes: { ...config.probes, password: config.probes.password ? '[set]' : null }, adminToken: config.adminToken ? '[set]' : null };
-    process.stdout.write(`${file}: valid\n${JSON.stringify(shown, null, 2)}\n`);
+    process.stderr.write(`${file}: valid\n`);
+    process.stdout.write(`${JSON.stringify(printable(config), null, 2)}\n`);
     return 0;
   }
   if (command === 'status') {
@@ -88,7 +106,7 @@ async function run(argv: string[]): Promise<number> {
   const log = createLogger(config.logLevel);
   const app = await startApp(config, log);
   // SIGHUP or a changed file: re-read and validate, apply to new connections, or keep the running configuration.
-  const reloader = new Reloader({ file: values.config ?? null, load: () => resolveConfig(values), apply: (c) => app.reconfigure(c), log });
+  const reloader = new Reloader({ file: values.config ?? (process.env.MLP_CONFIG || null), load: () => resolveConfig(values), apply: (c) => app.reconfigure(c), log });
   let stopping = false;
   process.on('SIGHUP', () => {
     // Still handled while stopping: the default action would kill the process.

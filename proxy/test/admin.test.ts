@@ -57,7 +57,7 @@ t.test('/livez', async (t) => {
 t.test('/livez is 503 after the event loop was blocked', async (t) => {
   // A second admin server on the same proxy, with a low limit; the test blocks this process's loop.
   const strict = new AdminServer({
-    listen: '127.0.0.1:0', proxy: proxy.app.proxy, metrics: proxy.app.metrics, clock: systemClock,
+    listen: { host: '127.0.0.1', port: 0 }, proxy: proxy.app.proxy, metrics: proxy.app.metrics, clock: systemClock,
     log: createLogger('silent'), token: null, maxEventLoopDelayMs: 200,
   });
   await strict.listen();

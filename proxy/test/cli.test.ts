@@ -14,8 +14,8 @@ import { PACKAGE_ROOT } from '../src/broker/supervisor.ts';
 const BIN = path.join(PACKAGE_ROOT, 'proxy/bin/mqtt-liveness-proxy.js');
 const dir = mkdtempSync(path.join(os.tmpdir(), 'mlp-cli-'));
 
-function cli(args: string[]) {
-  return spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', cwd: PACKAGE_ROOT });
+function cli(args: string[], env: Record<string, string> = {}) {
+  return spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', cwd: PACKAGE_ROOT, env: { ...process.env, ...env } });
 }
 
 interface Running { proc: ChildProcess; lines: Array<Record<string, unknown>>; exited: Promise<number | null> }
@@ -39,6 +39,8 @@ t.test('--help, --version, bad flags', async (t) => {
   t.equal(help.status, 0);
   t.match(help.stdout, /--listen HOST:PORT/);
   t.match(help.stdout, /check-config FILE/);
+  t.match(help.stdout, /Exit codes:\n  0 .*\n  1 .*\n  2 /, 'exit codes documented in --help');
+  t.match(help.stdout, /MLP_KEEP_ALIVE__MAX/, 'the environment convention too');
   const version = cli(['--version']);
   t.equal(version.stdout.trim(), '0.1.0');
   const bad = cli(['--lisen', 'x']);
@@ -54,7 +56,8 @@ t.test('check-config prints the effective configuration or names the bad line', 
   writeFileSync(good, 'listen: 127.0.0.1:1999\nprobes:\n  password: s3cret-value\n');
   const ok = cli(['check-config', good]);
   t.equal(ok.status, 0);
-  const effective = JSON.parse(ok.stdout.slice(ok.stdout.indexOf('{'))) as { listen: string; tcp: { idle: number }; probes: { password: string } };
+  t.equal(ok.stderr, `${good}: valid\n`, 'the verdict on stderr');
+  const effective = JSON.parse(ok.stdout) as { listen: string; tcp: { idle: number }; probes: { password: string } };
   t.equal(effective.listen, '127.0.0.1:1999');
   t.equal(effective.tcp.idle, 5);
   t.equal(effective.probes.password, '[set]');
@@ -64,6 +67,34 @@ t.test('check-config prints the effective configuration or names the bad line', 
   const no = cli(['check-config', bad]);
   t.equal(no.status, 2);
   t.match(no.stderr, /bad\.yaml:3: tcp\.idel: unknown key/);
+  t.equal(no.stdout, '', 'nothing on stdout for an invalid file');
+});
+
+t.test('check-config with the environment: MLP_ variables over the file, flags over both; a bad value names the variable', async (t) => {
+  const file = path.join(dir, 'env.yaml');
+  writeFileSync(file, 'keepAlive:\n  max: 60\ntcp:\n  idle: 3\n');
+  const ok = cli(['check-config', file], { MLP_KEEP_ALIVE__MAX: '30', MLP_TCP__USER_TIMEOUT: '4', MLP_UPSTREAM: 'broker:1885', MLP_ADMIN_TOKEN: 'env-secret-token' });
+  t.equal(ok.status, 0, ok.stderr);
+  const effective = JSON.parse(ok.stdout) as { keepAlive: { max: number }; tcp: { idle: number; userTimeout: number }; upstream: string; adminToken: string };
+  t.equal(effective.keepAlive.max, 30, 'MLP_KEEP_ALIVE__MAX=30 wins over the file');
+  t.equal(effective.tcp.idle, 3, 'the file fills the rest');
+  t.equal(effective.tcp.userTimeout, 4);
+  t.equal(effective.upstream, 'broker:1885', 'addresses printed as HOST:PORT');
+  t.equal(effective.adminToken, '[set]');
+  t.notMatch(ok.stdout, /env-secret-token/);
+  const flagWins = cli(['check-config', file, '--upstream', 'other:1886'], { MLP_UPSTREAM: 'broker:1885' });
+  t.equal((JSON.parse(flagWins.stdout) as { upstream: string }).upstream, 'other:1886', 'the flag wins over the environment');
+
+  const bad = cli(['check-config', file], { MLP_KEEP_ALIVE__MAX: 'thirty' });
+  t.equal(bad.status, 2);
+  t.match(bad.stderr, /MLP_KEEP_ALIVE__MAX: keepAlive\.max: expected a number, got string "thirty"/);
+  t.equal(bad.stdout, '');
+  const typo = cli(['check-config', file], { MLP_TCP__IDEL: '2' });
+  t.equal(typo.status, 2);
+  t.match(typo.stderr, /MLP_TCP__IDEL: no such key/);
+  const fromEnv = cli(['check-config'], { MLP_CONFIG: file });
+  t.equal(fromEnv.status, 0, 'MLP_CONFIG names the file');
+  t.equal((JSON.parse(fromEnv.stdout) as { keepAlive: { max: number } }).keepAlive.max, 60);
 });
 
 for (const mode of ['mosquitto', 'embedded'] as const) {

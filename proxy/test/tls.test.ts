@@ -19,6 +19,7 @@ import { readTcpLiveness } from '../src/liveness/tcp-options.ts';
 import { startMosquitto } from './helpers/mosquitto.ts';
 import { startProxy, type TestProxy } from './helpers/proxy.ts';
 import { connectClient, eventually, nextMessages } from './helpers/clients.ts';
+import type { ConfigInput } from '../src/config/types.ts';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'mlp-tls-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -83,7 +84,7 @@ async function rejectedTotal(proxy: TestProxy, reason: string): Promise<number> 
 const broker = await startMosquitto();
 t.teardown(() => broker.stop());
 
-async function tlsProxy(t: Test, tlsConfig: Record<string, unknown>, extra: Record<string, unknown> = {}): Promise<{ proxy: TestProxy; url: string }> {
+async function tlsProxy(t: Test, tlsConfig: NonNullable<ConfigInput['tls']>, extra: ConfigInput = {}): Promise<{ proxy: TestProxy; url: string }> {
   const proxy = await startProxy(broker.port, { tls: { listen: '127.0.0.1:0', ...tlsConfig }, probes: { enabled: false }, ...extra });
   t.teardown(() => proxy.stop());
   return { proxy, url: `mqtts://127.0.0.1:${proxy.app.tls!.address().port}` };
@@ -213,11 +214,11 @@ t.test('a configuration reload can point at other files and require client certi
   const running = proxy.app.config;
   const plan = proxy.app.reconfigure({
     ...running,
-    tls: { ...running.tls, listen: '127.0.0.1:1', cert: file('server-b.crt'), key: file('server-b.key'), ca: file('ca.crt'), requestCert: true },
+    tls: { ...running.tls, listen: { host: '127.0.0.1', port: 1 }, cert: file('server-b.crt'), key: file('server-b.key'), ca: file('ca.crt'), requestCert: true },
   });
   t.same(plan.changed, ['tls.cert', 'tls.key', 'tls.ca', 'tls.requestCert']);
   t.same(plan.restartNeeded, ['tls.listen'], 'the TLS address stays');
-  t.equal(proxy.app.config.tls.listen, '127.0.0.1:0');
+  t.same(proxy.app.config.tls.listen, { host: '127.0.0.1', port: 0 });
   t.match(proxy.logs.find((l) => l.event === 'tls_reloaded'), { trigger: 'configuration reloaded', serialNumber: '1002', requestCert: true });
   t.not(await attempt(url, { ca: pem('ca.crt') }), 'connected', 'a client without a certificate is now refused');
   const withCert = await connectClient(url, { ca: pem('ca.crt'), cert: pem('client-good.crt'), key: pem('client-good.key') });

@@ -11,7 +11,9 @@ import http from 'node:http';
 import net from 'node:net';
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import type { Logger } from 'pino';
-import { parseHostPort } from '../config/types.ts';
+import { formatHostPort, type HostPort } from '../config/types.ts';
+import { listen } from '../net/listen.ts';
+import { probeTcp } from '../net/tcp-probe.ts';
 import type { Clock } from '../liveness/clock.ts';
 import type { ProxyMetrics } from '../metrics.ts';
 import { identityOf, type ConnectionIdentity } from '../relay/connection-json.ts';
@@ -25,8 +27,8 @@ export interface CheckResult {
 export type ReadinessCheck = () => CheckResult | Promise<CheckResult>;
 
 export interface AdminServerOptions {
-  /** HOST:PORT to listen on. */
-  listen: string;
+  /** Where to listen. */
+  listen: HostPort;
   proxy: ProxyServer;
   metrics: ProxyMetrics;
   clock: Clock;
@@ -123,14 +125,8 @@ export class AdminServer {
   }
 
   async listen(): Promise<net.AddressInfo> {
-    const { host, port } = parseHostPort(this.options.listen);
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen({ host, port }, () => {
-        this.server.off('error', reject);
-        resolve();
-      });
-    });
+    const { host, port } = this.options.listen;
+    await listen(this.server, { host, port });
     this.server.on('error', (err) => this.options.log.error({ err }, 'admin server error'));
     const address = this.address();
     this.options.log.info({ admin: `${address.address}:${address.port}` }, 'admin server listening');
@@ -243,8 +239,7 @@ export class AdminServer {
     const now = Date.now();
     const cacheMs = this.options.upstreamCacheMs ?? 1000;
     if (this.upstreamCache && now - this.upstreamCache.at < cacheMs) return this.upstreamCache.result;
-    const { host, port } = parseHostPort(this.options.proxy.config.upstream);
-    const result = tcpCheck(host, port, this.options.upstreamTimeoutMs ?? 1000);
+    const result = tcpCheck(this.options.proxy.config.upstream, this.options.upstreamTimeoutMs ?? 1000);
     this.upstreamCache = { at: now, result };
     return result;
   }
@@ -338,17 +333,10 @@ async function runCheck(check: ReadinessCheck): Promise<CheckResult> {
 }
 
 /** Connect, then close at once; ok when the connection was accepted within timeoutMs. */
-export function tcpCheck(host: string, port: number, timeoutMs: number): Promise<CheckResult> {
-  const started = performance.now();
-  return new Promise((resolve) => {
-    const socket = net.connect({ host, port });
-    const done = (result: CheckResult): void => {
-      clearTimeout(timer);
-      socket.destroy();
-      resolve(result);
-    };
-    const timer = setTimeout(() => done({ ok: false, detail: `upstream ${host}:${port} did not accept a TCP connection within ${timeoutMs} ms` }), timeoutMs);
-    socket.once('connect', () => done({ ok: true, detail: `upstream ${host}:${port} accepts TCP connections (${Math.round(performance.now() - started)} ms)` }));
-    socket.once('error', (err: NodeJS.ErrnoException) => done({ ok: false, detail: `upstream ${host}:${port}: ${err.code ?? err.message}` }));
-  });
+async function tcpCheck(upstream: HostPort, timeoutMs: number): Promise<CheckResult> {
+  const at = formatHostPort(upstream);
+  const { ok, ms, error } = await probeTcp(upstream, { timeoutMs });
+  if (ok) return { ok, detail: `upstream ${at} accepts TCP connections (${Math.round(ms)} ms)` };
+  if (error === 'timeout') return { ok, detail: `upstream ${at} did not accept a TCP connection within ${timeoutMs} ms` };
+  return { ok, detail: `upstream ${at}: ${error}` };
 }

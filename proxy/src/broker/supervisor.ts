@@ -5,16 +5,16 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import readline from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
-import { startEmbeddedBroker } from '../../../broker/embedded.ts';
+import { startEmbeddedBroker } from './embedded.ts';
 import type { Config } from '../config/types.ts';
-import { parseHostPort } from '../config/types.ts';
+import { waitForPort } from '../net/tcp-probe.ts';
+import { PACKAGE_ROOT } from '../package.ts';
 
-export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+/** @deprecated import from proxy/src/package.ts; kept while other branches still import it from here. */
+export { PACKAGE_ROOT };
 
 export interface BrokerHandle {
   kind: 'mosquitto' | 'embedded';
@@ -44,24 +44,9 @@ function isExecutable(file: string): boolean {
   }
 }
 
-/** Resolve once the address accepts TCP connections, or reject after timeoutMs. */
-export async function waitForPort(host: string, port: number, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect({ host, port });
-      s.once('connect', () => { s.destroy(); resolve(true); });
-      s.once('error', () => resolve(false));
-    });
-    if (ok) return;
-    if (Date.now() > deadline) throw new Error(`nothing accepts connections on ${host}:${port} after ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 export async function startBroker(config: Config, log: Logger): Promise<BrokerHandle | null> {
   if (config.broker === 'none') return null;
-  const upstream = parseHostPort(config.upstream);
+  const upstream = config.upstream;
   if (config.broker === 'embedded') return startEmbedded(upstream.host, upstream.port, log, 'selected');
   const binary = findExecutable(config.mosquittoBinary);
   if (!binary) {
@@ -70,7 +55,7 @@ export async function startBroker(config: Config, log: Logger): Promise<BrokerHa
   }
   const conf = path.resolve(PACKAGE_ROOT, config.mosquittoConfig);
   const handle = superviseMosquitto(binary, conf, log);
-  await waitForPort(upstream.host, upstream.port, 10_000);
+  await waitForPort(upstream, 10_000);
   return handle;
 }
 

@@ -5,7 +5,7 @@
  * everything else (keep-alive policy and rules, limits, TLS files, timeouts,
  * TCP options, log level) applies to connections accepted from then on.
  */
-import { SCHEMA } from './schema.ts';
+import { configKeys } from './describe.ts';
 import type { Config } from './types.ts';
 
 /** Dotted keys (a key covers its sub-keys) that only a restart changes. */
@@ -43,12 +43,7 @@ export interface ReloadPlan {
 
 /** Every key one level deep: `keepAlive.max`, `rules`, `listen`, ... */
 function leafKeys(): string[] {
-  const keys: string[] = [];
-  for (const [key, field] of Object.entries(SCHEMA)) {
-    if (field.type === 'object') for (const sub of Object.keys(field.fields)) keys.push(`${key}.${sub}`);
-    else keys.push(key);
-  }
-  return keys;
+  return configKeys().map((k) => k.key);
 }
 
 function get(config: Config, key: string): unknown {

@@ -1,102 +1,145 @@
 /**
- * Every configuration key, its type, default and meaning, in one place.
- * README's configuration table is checked against this file by a test.
- * Durations are in seconds (fractions allowed), sizes in bytes.
+ * Every configuration key, its type, default and meaning, in one place (zod).
+ * The Config type is derived from it (types.ts); the README table, the
+ * environment variable names and the chart's values.schema.json are generated
+ * from it (describe.ts, scripts/sync-chart.ts). Durations are in seconds
+ * (fractions allowed), sizes in bytes.
  */
-export type Field =
-  | { type: 'string'; default: string | null; doc: string; nullable?: boolean; pattern?: RegExp; patternDoc?: string }
-  | { type: 'number'; default: number | null; doc: string; min?: number; max?: number; integer?: boolean; nullable?: boolean }
-  | { type: 'boolean'; default: boolean; doc: string }
-  | { type: 'enum'; values: readonly string[]; default: string; doc: string }
-  | { type: 'stringList'; values?: readonly string[]; default: readonly string[]; doc: string }
-  | { type: 'object'; fields: Record<string, Field>; doc: string }
-  | { type: 'rules'; doc: string };
+import { z } from 'zod';
 
-const hostPort = /^(\[[0-9a-fA-F:.]+\]|[^\s:]+):(\d{1,5})$/;
-const hostPortDoc = 'HOST:PORT';
+export interface HostPort {
+  host: string;
+  port: number;
+}
 
-export const KEEPALIVE_FIELDS = {
-  grace: { type: 'number', default: null, nullable: true, min: 0, doc: 'Silence allowed beyond the keep-alive, in seconds. Default: min(2, 0.5 x keep-alive).' },
-  multiplier: { type: 'number', default: null, nullable: true, min: 1, max: 1.5, doc: 'If set, the deadline is keep-alive x multiplier instead of keep-alive + grace.' },
-  max: { type: 'number', default: 0, min: 0, max: 65535, integer: true, doc: 'Largest keep-alive allowed, in seconds (0: no maximum). MQTT 5 clients get it as Server Keep Alive.' },
-  aboveMax: { type: 'enum', values: ['accept', 'reject', 'translate'], default: 'accept', doc: 'MQTT 3.x clients above `max`: enforce their own value, refuse them (CONNACK 2), or translate (send `upstreamKeepAlive` to the broker and keep that session alive with PINGREQs).' },
-  zero: { type: 'enum', values: ['accept', 'reject', 'assign'], default: 'accept', doc: 'Keep-alive 0: accept (TCP probes only), reject, or (MQTT 5) assign `assign` seconds as Server Keep Alive.' },
-  assign: { type: 'number', default: 60, min: 1, max: 65535, integer: true, doc: 'Server Keep Alive given to MQTT 5 clients with keep-alive 0 when `zero: assign`.' },
-  upstreamKeepAlive: { type: 'number', default: 60, min: 1, max: 65535, integer: true, doc: 'Keep-alive sent to the broker for translated connections.' },
-} satisfies Record<string, Field>;
+/** Port 0..65535 (0: any free port), written so the chart's JSON Schema refuses 99999 too. */
+const PORT = '(?:6553[0-5]|655[0-2]\\d|65[0-4]\\d{2}|6[0-4]\\d{3}|[1-5]\\d{4}|\\d{1,4})';
+const HOST_PORT = new RegExp(`^(\\[[0-9a-fA-F:.]+\\]|[^\\s:\\[\\]]+):${PORT}$`);
 
-export const SCHEMA: Record<string, Field> = {
-  listen: { type: 'string', default: '0.0.0.0:1883', pattern: hostPort, patternDoc: hostPortDoc, doc: 'MQTT listener for clients.' },
-  upstream: { type: 'string', default: '127.0.0.1:1884', pattern: hostPort, patternDoc: hostPortDoc, doc: 'The broker the proxy forwards to.' },
-  admin: { type: 'string', default: '0.0.0.0:9464', pattern: hostPort, patternDoc: hostPortDoc, doc: 'HTTP listener for /metrics, /livez, /readyz and /connections.' },
-  adminToken: { type: 'string', default: null, nullable: true, doc: 'Bearer token required by GET /connections (client ids are sensitive). Unset: no token.' },
-  broker: { type: 'enum', values: ['auto', 'mosquitto', 'embedded', 'none'], default: 'auto', doc: 'Bundled broker: auto (Mosquitto if on PATH, else embedded Aedes), mosquitto, embedded, or none (external upstream).' },
-  mosquittoConfig: { type: 'string', default: 'broker/mosquitto.conf', doc: 'Mosquitto config file for the bundled broker (relative paths from the package root).' },
-  mosquittoBinary: { type: 'string', default: 'mosquitto', doc: 'Mosquitto executable, looked up on PATH.' },
-  logLevel: { type: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info', doc: 'Log level of the JSON log on stdout.' },
-  connectTimeout: { type: 'number', default: 10, min: 0.1, doc: 'Seconds a new connection has to send its CONNECT.' },
-  maxPacketSize: { type: 'number', default: 16 * 1024 * 1024, min: 64, max: 268_435_460, integer: true, doc: 'Largest frame a client may send, in bytes (16 MiB; MQTT allows 256 MiB). Larger frames close the connection before they are buffered.' },
-  shutdownGrace: { type: 'number', default: 10, min: 0, doc: 'Seconds given to connections to close on SIGTERM before they are cut.' },
-  keepAlive: { type: 'object', fields: KEEPALIVE_FIELDS, doc: 'Keep-alive policy for every client (rules can override it).' },
-  rules: { type: 'rules', doc: 'List of `{match: {clientId, username}, keepAlive: {...}}`; globs with * and ?; the first rule that matches wins.' },
-  tcp: {
-    type: 'object',
-    doc: 'TCP-level liveness of client sockets.',
-    fields: {
-      keepAlive: { type: 'boolean', default: true, doc: 'Enable TCP keep-alive probes on client sockets.' },
-      idle: { type: 'number', default: 5, min: 1, max: 32767, integer: true, doc: 'Seconds of silence before the first TCP keep-alive probe (TCP_KEEPIDLE).' },
-      interval: { type: 'number', default: 1, min: 1, max: 32767, integer: true, doc: 'Seconds between probes (TCP_KEEPINTVL).' },
-      count: { type: 'number', default: 3, min: 1, max: 127, integer: true, doc: 'Unanswered probes before the peer is dead (TCP_KEEPCNT).' },
-      userTimeout: { type: 'number', default: 8, min: 0, doc: 'Seconds sent data may stay unacknowledged (TCP_USER_TIMEOUT); 0 leaves it unset.' },
-      sendTimeout: { type: 'number', default: 10, min: 0.1, doc: 'Seconds bytes queued to a client may wait to drain before the connection ends (send_stall).' },
-    },
-  },
-  probes: {
-    type: 'object',
-    doc: 'PINGREQ probes toward the broker.',
-    fields: {
-      enabled: { type: 'boolean', default: true, doc: 'Run the canary session.' },
-      interval: { type: 'number', default: 5, min: 0.1, doc: 'Seconds between canary PINGREQs.' },
-      timeout: { type: 'number', default: 2, min: 0.05, doc: 'Seconds to wait for a PINGRESP.' },
-      clientIdPrefix: { type: 'string', default: 'mlp-canary-', doc: 'Client id prefix of the canary session.' },
-      username: { type: 'string', default: null, nullable: true, doc: 'Canary username.' },
-      password: { type: 'string', default: null, nullable: true, doc: 'Canary password (never logged).' },
-      protocolVersion: { type: 'number', default: 4, min: 3, max: 5, integer: true, doc: 'MQTT protocol level of the canary: 3, 4 or 5.' },
-      deepTopic: { type: 'string', default: null, nullable: true, doc: 'If set, also publish QoS 1 to this topic and receive it back, measuring routing latency.' },
-      onBrokerDown: { type: 'enum', values: ['keep', 'close'], default: 'keep', doc: 'When the broker stops answering: keep clients, or close them (MQTT 5: DISCONNECT 0x88).' },
-      upstreamProbeIdle: { type: 'number', default: 0, min: 0, doc: 'Seconds a connection may send nothing upstream before the proxy injects a PINGREQ (0: off).' },
-      upstreamProbeTimeout: { type: 'number', default: 5, min: 0.05, doc: 'Seconds to wait for the PINGRESP of an injected PINGREQ (broker_unresponsive).' },
-    },
-  },
-  events: {
-    type: 'object',
-    doc: 'Webhook events.',
-    fields: {
-      webhook: { type: 'string', default: null, nullable: true, pattern: /^https?:\/\//, patternDoc: 'an http(s) URL', doc: 'URL that receives events as JSON POSTs. Unset: no events.' },
-      types: { type: 'stringList', values: ['verdict', 'connect', 'disconnect'], default: ['verdict'], doc: 'Which events to send.' },
-      timeout: { type: 'number', default: 5, min: 0.1, doc: 'Seconds per delivery attempt.' },
-      retries: { type: 'number', default: 5, min: 0, integer: true, doc: 'Retries after a failed attempt, with exponential backoff.' },
-      queueSize: { type: 'number', default: 1000, min: 1, integer: true, doc: 'Events waiting for delivery at most; more are dropped and counted.' },
-    },
-  },
-  limits: {
-    type: 'object',
-    doc: 'Admission limits.',
-    fields: {
-      maxConnections: { type: 'number', default: 0, min: 0, integer: true, doc: 'Open client connections at most (0: no limit).' },
-      maxConnectionsPerSource: { type: 'number', default: 0, min: 0, integer: true, doc: 'Open connections per source address at most (0: no limit).' },
-      connectRatePerSource: { type: 'number', default: 0, min: 0, doc: 'New connections per second per source address (0: no limit).' },
-    },
-  },
-  tls: {
-    type: 'object',
-    doc: 'TLS listener beside the plaintext one.',
-    fields: {
-      listen: { type: 'string', default: null, nullable: true, pattern: hostPort, patternDoc: hostPortDoc, doc: 'TLS listener address. Unset: no TLS listener.' },
-      cert: { type: 'string', default: null, nullable: true, doc: 'Certificate chain file (PEM); reloaded when it changes.' },
-      key: { type: 'string', default: null, nullable: true, doc: 'Private key file (PEM).' },
-      ca: { type: 'string', default: null, nullable: true, doc: 'CA file for client certificates.' },
-      requestCert: { type: 'boolean', default: false, doc: 'Require and verify client certificates against `ca`.' },
-    },
-  },
+export function parseHostPort(value: string): HostPort {
+  const at = value.lastIndexOf(':');
+  let host = value.slice(0, at);
+  if (host.startsWith('[') && host.endsWith(']')) host = host.slice(1, -1);
+  return { host, port: Number(value.slice(at + 1)) };
+}
+
+export function formatHostPort({ host, port }: HostPort): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+const doc = (description: string) => ({ description });
+
+/** A "host:port" string in the file, a {host, port} in the Config. */
+const address = () => z.string().regex(HOST_PORT, { error: (issue) => `expected HOST:PORT with a port from 0 to 65535, got ${JSON.stringify(issue.input)}` }).transform(parseHostPort);
+/** prefault: the default goes through the transform too. */
+const hostPort = (fallback: string, description: string) => address().prefault(fallback).meta(doc(description));
+
+/** A number of seconds (fractions allowed). */
+const seconds = (min: number, fallback: number, description: string) => z.number().min(min).default(fallback).meta(doc(description));
+/** Events per second (fractions allowed). */
+const rate = (fallback: number, description: string) => z.number().min(0).default(fallback).meta(doc(description));
+const count = (min: number, max: number | null, fallback: number, description: string) => {
+  const n = z.number().int().min(min);
+  return (max === null ? n : n.max(max)).default(fallback).meta(doc(description));
 };
+const text = (fallback: string, description: string) => z.string().default(fallback).meta(doc(description));
+const optionalText = (description: string) => z.string().nullable().default(null).meta(doc(description));
+const flag = (fallback: boolean, description: string) => z.boolean().default(fallback).meta(doc(description));
+const choice = <const T extends readonly [string, ...string[]]>(values: T, fallback: T[number], description: string) =>
+  z.enum(values).default(fallback as never).meta(doc(description));
+
+/** Keep-alive policy keys without defaults: the shape of a rule's keepAlive. */
+const keepAliveKeys = {
+  grace: z.number().min(0).nullable().meta(doc('Silence allowed beyond the keep-alive, in seconds. Default: min(2, 0.5 x keep-alive).')),
+  multiplier: z.number().min(1).max(1.5).nullable().meta(doc('If set, the deadline is keep-alive x multiplier instead of keep-alive + grace.')),
+  max: z.number().int().min(0).max(65535).meta(doc('Largest keep-alive allowed, in seconds (0: no maximum). MQTT 5 clients get it as Server Keep Alive.')),
+  aboveMax: z.enum(['accept', 'reject', 'translate']).meta(doc('MQTT 3.x clients above `max`: enforce their own value, refuse them (CONNACK 2), or translate (send `upstreamKeepAlive` to the broker and keep that session alive with PINGREQs).')),
+  zero: z.enum(['accept', 'reject', 'assign']).meta(doc('Keep-alive 0: accept (TCP probes only), reject, or (MQTT 5) assign `assign` seconds as Server Keep Alive.')),
+  assign: z.number().int().min(1).max(65535).meta(doc('Server Keep Alive given to MQTT 5 clients with keep-alive 0 when `zero: assign`.')),
+  upstreamKeepAlive: z.number().int().min(1).max(65535).meta(doc('Keep-alive sent to the broker for translated connections.')),
+};
+
+const KEEPALIVE_DEFAULTS = { grace: null, multiplier: null, max: 0, aboveMax: 'accept', zero: 'accept', assign: 60, upstreamKeepAlive: 60 } as const;
+
+/** The keep-alive policy with its defaults (the `keepAlive` section). */
+export const keepAliveSchema = z.strictObject({
+  grace: keepAliveKeys.grace.default(KEEPALIVE_DEFAULTS.grace),
+  multiplier: keepAliveKeys.multiplier.default(KEEPALIVE_DEFAULTS.multiplier),
+  max: keepAliveKeys.max.default(KEEPALIVE_DEFAULTS.max),
+  aboveMax: keepAliveKeys.aboveMax.default(KEEPALIVE_DEFAULTS.aboveMax),
+  zero: keepAliveKeys.zero.default(KEEPALIVE_DEFAULTS.zero),
+  assign: keepAliveKeys.assign.default(KEEPALIVE_DEFAULTS.assign),
+  upstreamKeepAlive: keepAliveKeys.upstreamKeepAlive.default(KEEPALIVE_DEFAULTS.upstreamKeepAlive),
+});
+
+/** A rule: keys it sets override the base policy for clients it matches. */
+export const ruleSchema = z.strictObject({
+  match: z.strictObject({
+    clientId: z.string().optional().meta(doc('glob on the client id')),
+    username: z.string().optional().meta(doc('glob on the username')),
+  }, { error: 'a rule needs match: {clientId, username}' }),
+  keepAlive: z.strictObject(keepAliveKeys).partial().prefault({}),
+});
+
+const section = <T extends z.ZodRawShape>(shape: T, description: string) => z.strictObject(shape).prefault({} as never).meta(doc(description));
+
+export const configSchema = z.strictObject({
+  listen: hostPort('0.0.0.0:1883', 'MQTT listener for clients.'),
+  upstream: hostPort('127.0.0.1:1884', 'The broker the proxy forwards to.'),
+  admin: hostPort('0.0.0.0:9464', 'HTTP listener for /metrics, /livez, /readyz and /connections.'),
+  adminToken: optionalText('Bearer token required by GET /connections (client ids are sensitive). Unset: no token.'),
+  broker: choice(['auto', 'mosquitto', 'embedded', 'none'], 'auto', 'Bundled broker: auto (Mosquitto if on PATH, else embedded Aedes), mosquitto, embedded, or none (external upstream).'),
+  mosquittoConfig: text('broker/mosquitto.conf', 'Mosquitto config file for the bundled broker (relative paths from the package root).'),
+  mosquittoBinary: text('mosquitto', 'Mosquitto executable, looked up on PATH.'),
+  logLevel: choice(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], 'info', 'Log level of the JSON log on stdout.'),
+  connectTimeout: seconds(0.1, 10, 'Seconds a new connection has to send its CONNECT.'),
+  maxPacketSize: count(64, 268_435_460, 16 * 1024 * 1024, 'Largest frame a client may send, in bytes (16 MiB; MQTT allows 256 MiB). Larger frames close the connection before they are buffered.'),
+  shutdownGrace: seconds(0, 10, 'Seconds given to connections to close on SIGTERM before they are cut.'),
+  keepAlive: keepAliveSchema.prefault({}).meta(doc('Keep-alive policy for every client (rules can override it).')),
+  rules: z.array(ruleSchema).default([]).meta(doc('List of `{match: {clientId, username}, keepAlive: {...}}`; globs with * and ?; the first rule that matches wins.')),
+  tcp: section({
+    keepAlive: flag(true, 'Enable TCP keep-alive probes on client sockets.'),
+    idle: count(1, 32767, 5, 'Seconds of silence before the first TCP keep-alive probe (TCP_KEEPIDLE).'),
+    interval: count(1, 32767, 1, 'Seconds between probes (TCP_KEEPINTVL).'),
+    count: count(1, 127, 3, 'Unanswered probes before the peer is dead (TCP_KEEPCNT).'),
+    userTimeout: seconds(0, 8, 'Seconds sent data may stay unacknowledged (TCP_USER_TIMEOUT); 0 leaves it unset.'),
+    sendTimeout: seconds(0.1, 10, 'Seconds bytes queued to a client may wait to drain before the connection ends (send_stall).'),
+  }, 'TCP-level liveness of client sockets.'),
+  probes: section({
+    enabled: flag(true, 'Run the canary session.'),
+    interval: seconds(0.1, 5, 'Seconds between canary PINGREQs.'),
+    timeout: seconds(0.05, 2, 'Seconds to wait for a PINGRESP.'),
+    clientIdPrefix: text('mlp-canary-', 'Client id prefix of the canary session.'),
+    username: optionalText('Canary username.'),
+    password: optionalText('Canary password (never logged).'),
+    protocolVersion: count(3, 5, 4, 'MQTT protocol level of the canary: 3, 4 or 5.'),
+    deepTopic: optionalText('If set, also publish QoS 1 to this topic and receive it back, measuring routing latency.'),
+    onBrokerDown: choice(['keep', 'close'], 'keep', 'When the broker stops answering: keep clients, or close them (MQTT 5: DISCONNECT 0x88).'),
+    upstreamProbeIdle: seconds(0, 0, 'Seconds a connection may send nothing upstream before the proxy injects a PINGREQ (0: off).'),
+    upstreamProbeTimeout: seconds(0.05, 5, 'Seconds to wait for the PINGRESP of an injected PINGREQ (broker_unresponsive).'),
+  }, 'PINGREQ probes toward the broker.'),
+  events: section({
+    webhook: z.string().regex(/^https?:\/\//, { error: (issue) => `expected an http(s) URL, got ${JSON.stringify(issue.input)}` }).nullable().default(null).meta(doc('URL that receives events as JSON POSTs. Unset: no events.')),
+    types: z.array(z.enum(['verdict', 'connect', 'disconnect'])).default(['verdict']).meta(doc('Which events to send.')),
+    timeout: seconds(0.1, 5, 'Seconds per delivery attempt.'),
+    retries: count(0, null, 5, 'Retries after a failed attempt, with exponential backoff.'),
+    queueSize: count(1, null, 1000, 'Events waiting for delivery at most; more are dropped and counted.'),
+  }, 'Webhook events.'),
+  limits: section({
+    maxConnections: count(0, null, 0, 'Open client connections at most (0: no limit).'),
+    maxConnectionsPerSource: count(0, null, 0, 'Open connections per source address at most (0: no limit).'),
+    connectRatePerSource: rate(0, 'New connections per second per source address (0: no limit).'),
+  }, 'Admission limits.'),
+  tls: section({
+    listen: address().nullable().default(null).meta(doc('TLS listener address. Unset: no TLS listener.')),
+    cert: optionalText('Certificate chain file (PEM); reloaded when it changes.'),
+    key: optionalText('Private key file (PEM).'),
+    ca: optionalText('CA file for client certificates.'),
+    requestCert: flag(false, 'Require and verify client certificates against `ca`.'),
+  }, 'TLS listener beside the plaintext one.'),
+}).superRefine((config, ctx) => {
+  const tls = config.tls;
+  if (tls.listen && (!tls.cert || !tls.key)) ctx.addIssue({ code: 'custom', path: ['tls'], message: 'tls.listen needs tls.cert and tls.key' });
+  if (tls.requestCert && !tls.ca) ctx.addIssue({ code: 'custom', path: ['tls', 'ca'], message: 'requestCert needs a ca file' });
+  if (config.probes.timeout >= config.probes.interval) ctx.addIssue({ code: 'custom', path: ['probes', 'timeout'], message: 'must be shorter than probes.interval' });
+});

@@ -4,7 +4,8 @@
 import net from 'node:net';
 import type { Logger } from 'pino';
 import type { Config } from '../config/types.ts';
-import { parseHostPort } from '../config/types.ts';
+import { formatHostPort, type HostPort } from '../config/types.ts';
+import { listen } from '../net/listen.ts';
 import { systemClock, type Clock } from '../liveness/clock.ts';
 import { compileRules, type CompiledRule } from '../liveness/policy.ts';
 import type { Reason } from '../liveness/reasons.ts';
@@ -42,7 +43,7 @@ export class ProxyServer {
       rules: compileRules(config.keepAlive, config.rules),
       clock: options.clock ?? systemClock,
       log,
-      upstream: parseHostPort(config.upstream),
+      upstream: config.upstream,
       stats: this.stats,
       events: this.events,
       applyTcpLiveness: (socket) => this.applyTcp(socket),
@@ -66,7 +67,7 @@ export class ProxyServer {
   reconfigure(config: Config): void {
     this.ctx.config = config;
     this.ctx.rules = compileRules(config.keepAlive, config.rules);
-    this.ctx.upstream = parseHostPort(config.upstream);
+    this.ctx.upstream = config.upstream;
     this.admission.setConfig(config.limits);
   }
 
@@ -128,21 +129,15 @@ export class ProxyServer {
     this.connections.add(new Connection(socket, this.ctx));
   }
 
-  async listen(address = this.ctx.config.listen): Promise<net.AddressInfo> {
-    const { host, port } = parseHostPort(address);
+  async listen(address: HostPort = this.ctx.config.listen): Promise<net.AddressInfo> {
+    const { host, port } = address;
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: false, noDelay: true }, this.accept);
     server.maxConnections = 1_000_000;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen({ host, port, backlog: 4096 }, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
+    await listen(server, { host, port, backlog: 4096 });
     server.on('error', (err) => this.options.log.error({ err }, 'listener error'));
     this.servers.push(server);
     this.accepting = true;
-    this.options.log.info({ listen: `${host}:${(server.address() as net.AddressInfo).port}`, upstream: this.ctx.config.upstream }, 'proxy listening');
+    this.options.log.info({ listen: `${host}:${(server.address() as net.AddressInfo).port}`, upstream: formatHostPort(this.ctx.config.upstream) }, 'proxy listening');
     return server.address() as net.AddressInfo;
   }
 

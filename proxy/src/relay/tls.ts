@@ -16,7 +16,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { Config } from '../config/types.ts';
-import { parseHostPort } from '../config/types.ts';
+import { listen } from '../net/listen.ts';
 import type { ProxyServer } from './server.ts';
 
 export type TlsConfig = Config['tls'];
@@ -77,14 +77,8 @@ export class TlsListener {
   }
 
   async listen(): Promise<net.AddressInfo> {
-    const { host, port } = parseHostPort(this.config.listen!);
-    await new Promise<void>((resolve, reject) => {
-      this.listener.once('error', reject);
-      this.listener.listen({ host, port, backlog: 4096 }, () => {
-        this.listener.off('error', reject);
-        resolve();
-      });
-    });
+    const { host, port } = this.config.listen!;
+    await listen(this.listener, { host, port, backlog: 4096 });
     this.listener.on('error', (err) => this.log.error({ err }, 'TLS listener error'));
     // ProxyServer.close() closes it with the plaintext listener.
     this.proxy.adopt(this.listener);

@@ -14,8 +14,8 @@
  * meanwhile means "dead". (Measured with Mosquitto 2.0.11: the connect alone
  * said "alive" after 19 of 30 SIGKILLs.)
  */
-import net from 'node:net';
 import type { HostPort } from '../config/types.ts';
+import { probeTcp } from '../net/tcp-probe.ts';
 
 const FRESH_MS = 20;
 const TIMEOUT_MS = 500;
@@ -28,28 +28,13 @@ export function upstreamAccepting(upstream: HostPort): Promise<boolean> {
   const now = performance.now();
   const cached = recent.get(key);
   if (cached && (cached.answeredAt < 0 || now - cached.answeredAt < FRESH_MS)) return cached.answer;
-  const entry = { answeredAt: -1, answer: null as unknown as Promise<boolean> };
-  entry.answer = new Promise<boolean>((resolve) => {
-    const socket = net.connect({ host: upstream.host, port: upstream.port });
-    let settle: NodeJS.Timeout | undefined;
-    let answered = false;
-    const done = (ok: boolean): void => {
-      if (answered) return;
-      answered = true;
-      clearTimeout(timer);
-      clearTimeout(settle);
-      socket.destroy();
+  const entry: { answeredAt: number; answer: Promise<boolean> } = {
+    answeredAt: -1,
+    answer: probeTcp(upstream, { timeoutMs: TIMEOUT_MS, settleMs: SETTLE_MS }).then(({ ok }) => {
       entry.answeredAt = performance.now();
-      resolve(ok);
-    };
-    const timer = setTimeout(() => done(false), TIMEOUT_MS);
-    socket.once('connect', () => {
-      clearTimeout(timer);
-      settle = setTimeout(() => done(true), SETTLE_MS);
-    });
-    socket.once('error', () => done(false)); // refused, or reset by a listener going away
-    socket.once('close', () => done(true)); // closed without an error: something there answered
-  });
+      return ok;
+    }),
+  };
   recent.set(key, entry);
   if (recent.size > 16) recent.delete(recent.keys().next().value!);
   return entry.answer;

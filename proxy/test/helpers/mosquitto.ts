@@ -7,7 +7,8 @@ import { chmodSync, mkdtempSync, readFileSync, writeFileSync, rmSync } from 'nod
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { findExecutable, waitForPort } from '../../src/broker/supervisor.ts';
+import { findExecutable } from '../../src/broker/supervisor.ts';
+import { waitForPort } from '../../src/net/tcp-probe.ts';
 import { spawnCaptured } from './child.ts';
 
 export interface Mosquitto {
@@ -56,7 +57,7 @@ export async function startMosquitto(options: { host?: string; port?: number; ex
   // Killed if the test process dies first (tap's timeout): no broker left behind.
   const { proc, output, exited } = spawnCaptured(binary, ['-c', conf]);
   try {
-    await waitForPort(host, port, 10_000);
+    await waitForPort({ host, port }, 10_000);
   } catch (err) {
     proc.kill('SIGKILL');
     throw new Error(`mosquitto did not start: ${(err as Error).message}\n${output()}`);

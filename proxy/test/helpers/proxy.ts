@@ -4,7 +4,7 @@
  */
 import { Writable } from 'node:stream';
 import { validateConfig } from '../../src/config/load.ts';
-import type { Config } from '../../src/config/types.ts';
+import type { ConfigInput } from '../../src/config/types.ts';
 import { createLogger } from '../../src/log.ts';
 import { startApp, type App } from '../../src/app.ts';
 import type { CloseEvent } from '../../src/relay/events.ts';
@@ -24,9 +24,7 @@ export interface TestProxy {
   stop(): Promise<void>;
 }
 
-type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? (T[K] extends unknown[] ? T[K] : DeepPartial<T[K]>) : T[K] };
-
-export async function startProxy(upstreamPort: number, overrides: DeepPartial<Config> = {}, upstreamHost = '127.0.0.1'): Promise<TestProxy> {
+export async function startProxy(upstreamPort: number, overrides: ConfigInput = {}, upstreamHost = '127.0.0.1'): Promise<TestProxy> {
   const logs: Array<Record<string, unknown>> = [];
   const sink = new Writable({
     write(chunk: Buffer, _enc, cb) {

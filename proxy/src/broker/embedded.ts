@@ -4,6 +4,7 @@
  */
 import net from 'node:net';
 import { Aedes } from 'aedes';
+import { listen } from '../net/listen.ts';
 
 export interface EmbeddedBroker {
   address: net.AddressInfo;
@@ -13,15 +14,9 @@ export interface EmbeddedBroker {
 export async function startEmbeddedBroker(host: string, port: number): Promise<EmbeddedBroker> {
   const aedes = await Aedes.createBroker();
   const server = net.createServer((socket) => aedes.handle(socket));
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen({ host, port }, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
+  const address = await listen(server, { host, port });
   return {
-    address: server.address() as net.AddressInfo,
+    address,
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => aedes.close(() => resolve()));
