@@ -23,6 +23,7 @@ COPY --from=deps --chown=root:root /app/node_modules ./node_modules
 COPY --chown=root:root package.json ./
 COPY --chown=root:root proxy/bin ./proxy/bin
 COPY --chown=root:root proxy/src ./proxy/src
+# broker/ holds runtime assets only (mosquitto.conf); the code is in proxy/src/broker/.
 COPY --chown=root:root broker ./broker
 # The node image's unprivileged user; numeric so runAsNonRoot can verify it.
 USER 1000:1000

@@ -7,32 +7,21 @@
  * Prometheus scrapes, in collect() callbacks, so the relay never touches a
  * label per packet.
  */
-import { readFileSync } from 'node:fs';
-import path from 'node:path';
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { PACKAGE_ROOT } from './broker/supervisor.ts';
+import { Registry, collectDefaultMetrics } from 'prom-client';
 import { LIVENESS_REASONS, REASONS } from './liveness/reasons.ts';
 import { frameErrorKind } from './mqtt/errors.ts';
 import { PACKET_NAMES } from './mqtt/packets.ts';
+import { protocolLabel } from './mqtt/protocol.ts';
+import { VERSION } from './package.ts';
 import type { CloseEvent, ConnectEvent, RejectEvent } from './relay/events.ts';
 import type { ProxyServer } from './relay/server.ts';
-import { DIRECTIONS, TO_BROKER, TO_CLIENT } from './relay/stats.ts';
+import { DIRECTIONS } from './relay/stats.ts';
+import { connectionMetrics } from './metrics/connections.ts';
+import { trafficMetrics } from './metrics/traffic.ts';
+import { buildInfoMetric, canaryMetrics, webhookMetrics } from './metrics/outbound.ts';
 
-export const PROXY_VERSION: string = (() => {
-  try {
-    return (JSON.parse(readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
-  } catch {
-    return 'unknown';
-  }
-})();
-
-/** MQTT protocol level (CONNECT byte) to the `protocol` label; null for anything else. */
-export function protocolLabel(level: number | null | undefined): '3.1' | '3.1.1' | '5' | null {
-  if (level === 3) return '3.1';
-  if (level === 4) return '3.1.1';
-  if (level === 5) return '5';
-  return null;
-}
+/** @deprecated the version is VERSION in package.ts; kept for importers of this name. */
+export const PROXY_VERSION: string = VERSION;
 
 export const PROTOCOLS = ['3.1', '3.1.1', '5'] as const;
 export const REJECT_REASONS = ['keepalive_too_large', 'keepalive_zero', 'broker_unreachable', 'limit_connections', 'limit_per_source', 'limit_rate'] as const;
@@ -44,13 +33,6 @@ export const DELIVERY_OUTCOMES = ['success', 'failure'] as const;
 export type Probe = (typeof PROBES)[number];
 export type ProbeFailureReason = (typeof PROBE_FAILURE_REASONS)[number];
 
-const DETECTION_BUCKETS = [0.25, 0.5, 1, 2, 3, 5, 8, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600];
-const ADVANTAGE_BUCKETS = [0, 0.25, 0.5, 1, 2, 3, 5, 8, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1800];
-const KEEPALIVE_BUCKETS = [0, 5, 10, 15, 30, 45, 60, 90, 120, 300, 600, 1200, 3600];
-const PROBE_RTT_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5];
-
-const P = 'mqtt_liveness_';
-
 export interface MetricsOptions {
   /** Also register prom-client's process_* and nodejs_* metrics (default true). */
   defaultMetrics?: boolean;
@@ -58,225 +40,50 @@ export interface MetricsOptions {
 
 export class ProxyMetrics {
   readonly registry = new Registry();
-
-  // Connections and verdicts.
-  readonly detectionLatency: Histogram<'reason'>;
-  readonly detectionAdvantage: Histogram<'reason'>;
-  readonly disconnects: Counter<'reason'>;
-  readonly connectionsOpen: Gauge;
-  readonly connectionsAccepted: Counter;
-  readonly connectsRejected: Counter<'reason'>;
-  readonly keepAliveRequested: Histogram<'protocol'>;
-  readonly keepAliveEffective: Histogram<'protocol'>;
-  readonly keepAliveClamps: Counter<'protocol'>;
-
-  // Traffic (read from TrafficStats at scrape time).
-  readonly forwardedBytes: Counter<'direction'>;
-  readonly forwardedPackets: Counter<'direction' | 'type'>;
-  readonly frameErrors: Counter<'kind'>;
-  readonly injectedPingReqs: Counter;
-  readonly swallowedPingResps: Counter;
-
-  // Webhook events (driven by events/webhook.ts).
-  readonly eventDeliveries: Counter<'outcome'>;
-  readonly eventsDropped: Counter;
-  readonly eventQueueLength: Gauge;
-
-  // Broker canary (driven by the canary, another module).
-  readonly brokerUp: Gauge;
-  readonly probeRtt: Histogram<'probe'>;
-  readonly probeFailures: Counter<'probe' | 'reason'>;
-
-  readonly buildInfo: Gauge<'version'>;
-
   /** Connections that have ended; with the open ones this is the accepted count. */
   private closed = 0;
-  private readonly seenBytes = new Float64Array(2);
-  private readonly seenPackets = new Float64Array(32);
-  private seenAccepted = 0;
-  private seenInjected = 0;
-  private seenSwallowed = 0;
+  private readonly registers = [this.registry];
+
+  // Connections and verdicts.
+  private readonly connections = connectionMetrics(this.registers, {
+    open: () => this.proxy.connections.size,
+    accepted: () => this.closed + this.proxy.connections.size,
+  });
+  readonly detectionLatency = this.connections.detectionLatency;
+  readonly detectionAdvantage = this.connections.detectionAdvantage;
+  readonly disconnects = this.connections.disconnects;
+  readonly connectionsOpen = this.connections.connectionsOpen;
+  readonly connectionsAccepted = this.connections.connectionsAccepted;
+  readonly connectsRejected = this.connections.connectsRejected;
+  readonly keepAliveRequested = this.connections.keepAliveRequested;
+  readonly keepAliveEffective = this.connections.keepAliveEffective;
+  readonly keepAliveClamps = this.connections.keepAliveClamps;
+
+  // Traffic (read from TrafficStats at scrape time).
+  private readonly traffic = trafficMetrics(this.registers, () => this.proxy.stats);
+  readonly forwardedBytes = this.traffic.forwardedBytes;
+  readonly forwardedPackets = this.traffic.forwardedPackets;
+  readonly frameErrors = this.traffic.frameErrors;
+  readonly injectedPingReqs = this.traffic.injectedPingReqs;
+  readonly swallowedPingResps = this.traffic.swallowedPingResps;
+
+  // Webhook events (driven by events/webhook.ts).
+  private readonly webhook = webhookMetrics(this.registers);
+  readonly eventDeliveries = this.webhook.eventDeliveries;
+  readonly eventsDropped = this.webhook.eventsDropped;
+  readonly eventQueueLength = this.webhook.eventQueueLength;
+
+  // Broker canary (driven by the canary, another module).
+  private readonly canary = canaryMetrics(this.registers);
+  readonly brokerUp = this.canary.brokerUp;
+  readonly probeRtt = this.canary.probeRtt;
+  readonly probeFailures = this.canary.probeFailures;
+
+  readonly buildInfo = buildInfoMetric(this.registers, VERSION);
+
   private readonly detach: () => void;
 
   constructor(private readonly proxy: ProxyServer, options: MetricsOptions = {}) {
-    const registers = [this.registry];
-    const self = this;
-
-    this.detectionLatency = new Histogram({
-      name: `${P}detection_latency_seconds`,
-      help: 'Silence (now minus the last byte from the client) at each liveness verdict.',
-      labelNames: ['reason'],
-      buckets: DETECTION_BUCKETS,
-      registers,
-    });
-    this.detectionAdvantage = new Histogram({
-      name: `${P}detection_advantage_seconds`,
-      help: "The broker's own deadline (last client packet + 1.5 x requested keep-alive) minus the verdict time; positive means the proxy acted earlier.",
-      labelNames: ['reason'],
-      buckets: ADVANTAGE_BUCKETS,
-      registers,
-    });
-    this.disconnects = new Counter({
-      name: `${P}disconnects_total`,
-      help: 'Client connections ended, by reason.',
-      labelNames: ['reason'],
-      registers,
-    });
-    this.connectionsOpen = new Gauge({
-      name: `${P}connections_open`,
-      help: 'Client connections open now.',
-      registers,
-      collect() {
-        this.set(self.proxy.connections.size);
-      },
-    });
-    this.connectionsAccepted = new Counter({
-      name: `${P}connections_accepted_total`,
-      help: 'Client connections accepted.',
-      registers,
-      collect() {
-        // Ended + open: a connection leaves the open set in the same tick its close event counts.
-        const total = self.closed + self.proxy.connections.size;
-        if (total > self.seenAccepted) {
-          this.inc(total - self.seenAccepted);
-          self.seenAccepted = total;
-        }
-      },
-    });
-    this.connectsRejected = new Counter({
-      name: `${P}connects_rejected_total`,
-      help: 'CONNECTs refused by the proxy, by reason.',
-      labelNames: ['reason'],
-      registers,
-    });
-    this.keepAliveRequested = new Histogram({
-      name: `${P}keepalive_requested_seconds`,
-      help: 'Keep-alive in CONNECT packets, seconds.',
-      labelNames: ['protocol'],
-      buckets: KEEPALIVE_BUCKETS,
-      registers,
-    });
-    this.keepAliveEffective = new Histogram({
-      name: `${P}keepalive_effective_seconds`,
-      help: 'Keep-alive the proxy enforces, seconds (0: none).',
-      labelNames: ['protocol'],
-      buckets: KEEPALIVE_BUCKETS,
-      registers,
-    });
-    this.keepAliveClamps = new Counter({
-      name: `${P}keepalive_clamps_total`,
-      help: 'Keep-alives lowered or assigned by the proxy.',
-      labelNames: ['protocol'],
-      registers,
-    });
-
-    this.forwardedBytes = new Counter({
-      name: `${P}forwarded_bytes_total`,
-      help: 'Bytes relayed, by direction.',
-      labelNames: ['direction'],
-      registers,
-      collect() {
-        const bytes = self.proxy.stats.bytes;
-        for (const d of [TO_BROKER, TO_CLIENT]) {
-          const delta = bytes[d] - self.seenBytes[d];
-          if (delta > 0) {
-            this.inc({ direction: DIRECTIONS[d] }, delta);
-            self.seenBytes[d] = bytes[d];
-          }
-        }
-      },
-    });
-    this.forwardedPackets = new Counter({
-      name: `${P}forwarded_packets_total`,
-      help: 'MQTT packets relayed, by direction and packet type.',
-      labelNames: ['direction', 'type'],
-      registers,
-      collect() {
-        const packets = self.proxy.stats.packets;
-        for (let i = 0; i < 32; i++) {
-          const delta = packets[i] - self.seenPackets[i];
-          if (delta > 0) {
-            this.inc({ direction: DIRECTIONS[i >> 4], type: PACKET_NAMES[i & 15] }, delta);
-            self.seenPackets[i] = packets[i];
-          }
-        }
-      },
-    });
-    this.frameErrors = new Counter({
-      name: `${P}frame_errors_total`,
-      help: 'Frames the proxy could not relay, by kind.',
-      labelNames: ['kind'],
-      registers,
-    });
-    this.injectedPingReqs = new Counter({
-      name: `${P}injected_pingreqs_total`,
-      help: 'PINGREQs the proxy injected upstream.',
-      registers,
-      collect() {
-        const n = self.proxy.stats.injectedPings;
-        if (n > self.seenInjected) {
-          this.inc(n - self.seenInjected);
-          self.seenInjected = n;
-        }
-      },
-    });
-    this.swallowedPingResps = new Counter({
-      name: `${P}swallowed_pingresps_total`,
-      help: 'PINGRESPs removed from the broker-to-client stream (answers to injected PINGREQs).',
-      registers,
-      collect() {
-        const n = self.proxy.stats.swallowedPingResps;
-        if (n > self.seenSwallowed) {
-          this.inc(n - self.seenSwallowed);
-          self.seenSwallowed = n;
-        }
-      },
-    });
-
-    this.eventDeliveries = new Counter({
-      name: `${P}event_deliveries_total`,
-      help: 'Webhook delivery attempts, by outcome.',
-      labelNames: ['outcome'],
-      registers,
-    });
-    this.eventsDropped = new Counter({
-      name: `${P}events_dropped_total`,
-      help: 'Events dropped because the queue was full or retries ran out.',
-      registers,
-    });
-    this.eventQueueLength = new Gauge({
-      name: `${P}event_queue_length`,
-      help: 'Events waiting for delivery.',
-      registers,
-    });
-
-    this.brokerUp = new Gauge({
-      name: `${P}broker_up`,
-      help: "1 while the canary's last probe succeeded in time.",
-      registers,
-    });
-    this.probeRtt = new Histogram({
-      name: `${P}broker_probe_rtt_seconds`,
-      help: 'Canary round trip to the broker, by probe.',
-      labelNames: ['probe'],
-      buckets: PROBE_RTT_BUCKETS,
-      registers,
-    });
-    this.probeFailures = new Counter({
-      name: `${P}broker_probe_failures_total`,
-      help: 'Canary probe failures, by probe and reason.',
-      labelNames: ['probe', 'reason'],
-      registers,
-    });
-
-    this.buildInfo = new Gauge({
-      name: `${P}build_info`,
-      help: 'Always 1; the version label tells which proxy runs.',
-      labelNames: ['version'],
-      registers,
-    });
-    this.buildInfo.set({ version: PROXY_VERSION }, 1);
-
     this.precreate();
     if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
 

@@ -26,6 +26,7 @@ import { CHART, ROOT, findObject, helm, render, templateArgs, type K8sObject } f
 import { unknownFields } from '../../scripts/k8s-strict.ts';
 import { syncChart } from '../../scripts/sync-chart.ts';
 import { loadConfigFile } from '../src/config/load.ts';
+import { formatHostPort } from '../src/config/types.ts';
 
 // ---------------------------------------------------------------- helpers
 
@@ -278,15 +279,15 @@ for (const set of SETS) {
       const text = proxyConfigText(objects, pod);
       const config = loadConfigFile('rendered config.yaml', text);
       t.equal(config.broker, 'none', 'Mosquitto runs in its own container (or elsewhere)');
-      t.equal(config.listen, `0.0.0.0:${ports.mqtt}`);
-      t.equal(config.admin, `0.0.0.0:${ports.admin}`);
-      if (mode === 'standalone') t.equal(config.upstream, values.proxy?.upstream);
+      t.equal(formatHostPort(config.listen), `0.0.0.0:${ports.mqtt}`);
+      t.equal(formatHostPort(config.admin), `0.0.0.0:${ports.admin}`);
+      if (mode === 'standalone') t.equal(formatHostPort(config.upstream), values.proxy?.upstream);
       else {
         const conf = mosquittoConf(objects, pod);
         const listener = /^listener (\d+) (\S+)$/m.exec(conf);
         t.ok(listener, 'mosquitto.conf has a listener');
         t.equal(listener?.[2], '127.0.0.1', 'Mosquitto listens on loopback only');
-        t.equal(config.upstream, `127.0.0.1:${listener?.[1]}`, 'the proxy forwards to that listener');
+        t.equal(formatHostPort(config.upstream), `127.0.0.1:${listener?.[1]}`, 'the proxy forwards to that listener');
         t.equal((conf.match(/^listener /gm) ?? []).length, 1, 'one listener');
         if (values.broker?.auth?.enabled) {
           t.match(conf, /^allow_anonymous false$/m);
@@ -295,7 +296,7 @@ for (const set of SETS) {
         t.match(conf, values.broker?.persistence?.enabled ? /^persistence true$/m : /^persistence false$/m);
       }
       if (values.proxy?.tls?.enabled) {
-        t.equal(config.tls.listen, `0.0.0.0:${ports.mqtts}`);
+        t.equal(config.tls.listen && formatHostPort(config.tls.listen), `0.0.0.0:${ports.mqtts}`);
         t.ok(config.tls.cert?.startsWith('/etc/mqtt-liveness-proxy/tls/'));
         t.ok(proxy.volumeMounts?.some((m) => m.name === 'tls' && m.mountPath === '/etc/mqtt-liveness-proxy/tls'));
       }

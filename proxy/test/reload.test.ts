@@ -148,8 +148,8 @@ t.test('unit: what a reload applies and what waits for a restart', async (t) => 
   const plan = planReload(running, next);
   t.same(plan.changed, ['logLevel', 'keepAlive.max', 'rules', 'tcp.idle', 'probes.onBrokerDown', 'probes.upstreamProbeIdle', 'limits.maxConnections']);
   t.same(plan.restartNeeded, ['listen', 'upstream', 'probes.interval', 'events.webhook']);
-  t.equal(plan.config.listen, '127.0.0.1:1883', 'restart-only keys keep their running values');
-  t.equal(plan.config.upstream, running.upstream);
+  t.same(plan.config.listen, { host: '127.0.0.1', port: 1883 }, 'restart-only keys keep their running values');
+  t.same(plan.config.upstream, running.upstream);
   t.equal(plan.config.probes.interval, 5);
   t.equal(plan.config.events.webhook, null);
   t.equal(plan.config.keepAlive.max, 60, 'the rest is the new configuration');

@@ -16,7 +16,7 @@ import { listen } from '../net/listen.ts';
 import { probeTcp } from '../net/tcp-probe.ts';
 import type { Clock } from '../liveness/clock.ts';
 import type { ProxyMetrics } from '../metrics.ts';
-import { identityOf, type ConnectionIdentity } from '../relay/connection-json.ts';
+import { identityOf, type ConnectionIdentity } from '../events/connection-identity.ts';
 import type { ProxyServer } from '../relay/server.ts';
 
 export interface CheckResult {

@@ -5,7 +5,8 @@
  * loads once). A valid file is applied and the changes logged; an invalid
  * one is logged with its file and line, and the running configuration stays.
  */
-import { readFileSync, unwatchFile, watchFile, type Stats } from 'node:fs';
+import { readFileSync } from 'node:fs';
+import { watchFiles } from '../files/watch.ts';
 import type { Logger } from 'pino';
 import type { Config } from './types.ts';
 import { LISTENER_KEYS, type ReloadPlan } from './reload.ts';
@@ -25,7 +26,7 @@ export interface ReloaderOptions {
 }
 
 export class Reloader {
-  private timer: NodeJS.Timeout | null = null;
+  private unwatch: (() => void) | null = null;
   /** The file text last tried, so a poll after a SIGHUP does not load it again. */
   private lastText: string | null = null;
 
@@ -33,7 +34,10 @@ export class Reloader {
     const { file } = options;
     if (!file) return;
     this.lastText = readText(file);
-    watchFile(file, { interval: options.pollMs ?? 1000, persistent: false }, this.onChange);
+    this.unwatch = watchFiles([file], { pollMs: options.pollMs ?? 1000, settleMs: options.settleMs ?? 300 }, () => {
+      if (readText(file) === this.lastText) return;
+      this.reload('file changed');
+    });
   }
 
   /** Load and apply now; true when the new configuration runs. */
@@ -61,21 +65,9 @@ export class Reloader {
   }
 
   close(): void {
-    if (this.timer) clearTimeout(this.timer);
-    if (this.options.file) unwatchFile(this.options.file, this.onChange);
+    this.unwatch?.();
+    this.unwatch = null;
   }
-
-  private readonly onChange = (curr: Stats, prev: Stats): void => {
-    if (curr.mtimeMs === prev.mtimeMs && curr.ino === prev.ino && curr.size === prev.size) return;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = setTimeout(() => {
-      this.timer = null;
-      const text = readText(this.options.file!);
-      if (text === this.lastText) return;
-      this.reload('file changed');
-    }, this.options.settleMs ?? 300);
-    this.timer.unref();
-  };
 }
 
 function readText(file: string): string | null {

@@ -14,8 +14,9 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { Agent, request } from 'undici';
 import type { Config } from '../config/types.ts';
-import { PROXY_VERSION, type ProxyMetrics } from '../metrics.ts';
-import { identityOf, type ConnectionIdentity } from '../relay/connection-json.ts';
+import type { ProxyMetrics } from '../metrics.ts';
+import { VERSION as PROXY_VERSION } from '../package.ts';
+import { identityOf, type ConnectionIdentity } from './connection-identity.ts';
 import type { CloseEvent, ConnectEvent, ConnectionFacts, ProxyEvents } from '../relay/events.ts';
 
 export type WebhookEventType = 'verdict' | 'connect' | 'disconnect';

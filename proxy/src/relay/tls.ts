@@ -10,13 +10,14 @@
  * connections keep their session. A new set that does not load (unreadable,
  * key not matching, expired) leaves the old one in place and says why.
  */
-import { readFileSync, unwatchFile, watchFile, type Stats } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { X509Certificate } from 'node:crypto';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { Config } from '../config/types.ts';
 import { listen } from '../net/listen.ts';
+import { watchFiles } from '../files/watch.ts';
 import type { ProxyServer } from './server.ts';
 
 export type TlsConfig = Config['tls'];
@@ -40,8 +41,7 @@ export class TlsListener {
   private readonly tlsServer: tls.Server;
   private readonly listener: net.Server;
   private config: TlsConfig;
-  private watched: string[] = [];
-  private settleTimer: NodeJS.Timeout | null = null;
+  private unwatch: (() => void) | null = null;
   /** The certificate served to new connections. */
   current: ServedCertificate;
 
@@ -121,26 +121,15 @@ export class TlsListener {
 
   /** Stop watching the files (the listener itself closes with the proxy). */
   close(): void {
-    if (this.settleTimer) clearTimeout(this.settleTimer);
-    for (const file of this.watched) unwatchFile(file, this.onChange);
-    this.watched = [];
+    this.unwatch?.();
+    this.unwatch = null;
   }
 
   private watch(): void {
     this.close();
-    this.watched = [this.config.cert, this.config.key, this.config.ca].filter((f): f is string => !!f);
-    for (const file of this.watched) watchFile(file, { interval: this.options.pollMs ?? 1000, persistent: false }, this.onChange);
+    const files = [this.config.cert, this.config.key, this.config.ca].filter((f): f is string => !!f);
+    this.unwatch = watchFiles(files, { pollMs: this.options.pollMs ?? 1000, settleMs: this.options.settleMs ?? 200 }, () => this.reload('files changed'));
   }
-
-  private readonly onChange = (curr: Stats, prev: Stats): void => {
-    if (curr.mtimeMs === prev.mtimeMs && curr.ino === prev.ino && curr.size === prev.size) return;
-    if (this.settleTimer) clearTimeout(this.settleTimer);
-    this.settleTimer = setTimeout(() => {
-      this.settleTimer = null;
-      this.reload('files changed');
-    }, this.options.settleMs ?? 200);
-    this.settleTimer.unref();
-  };
 }
 
 /** Read the files and build the server options; throws with the file's name when one is bad. */

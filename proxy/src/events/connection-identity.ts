@@ -3,8 +3,8 @@
  * built the same way, in a GET /connections row and in a webhook body
  * (docs/metrics.md). Nothing else of the connection leaks in.
  */
-import { protocolLabel } from '../metrics.ts';
-import type { ConnectionFacts } from './events.ts';
+import { protocolLabel } from '../mqtt/protocol.ts';
+import type { ConnectionFacts } from '../relay/events.ts';
 
 export interface ConnectionIdentity {
   /** Null while the CONNECT has not arrived yet. */
