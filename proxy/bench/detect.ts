@@ -13,8 +13,8 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import mqtt from 'mqtt';
-import { createCable, NETNS_CLIENT, waitForEvent, type Cable } from '../test/helpers/netns.ts';
-import { freePort, startMosquitto, type Mosquitto } from '../test/helpers/mosquitto.ts';
+import { createCable, NETNS_CLIENT, waitForEvent, type Cable } from '../harness/netns.ts';
+import { freePort, startMosquitto, type Mosquitto } from '../harness/mosquitto.ts';
 import { waitForPort } from '../src/net/tcp-probe.ts';
 import { PACKAGE_ROOT } from '../src/package.ts';
 

@@ -10,6 +10,7 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { PACKAGE_ROOT } from '../src/package.ts';
 import { fileURLToPath } from 'node:url';
 import { Framer, PASS, type FrameHandler, type HeaderDecision } from '../src/mqtt/framer.ts';
 import { decideKeepAlive, policyFor, type ClientHello } from '../src/liveness/policy.ts';
@@ -17,7 +18,7 @@ import { evaluate, newDeadlineState } from '../src/liveness/deadlines.ts';
 import { defaultConfig } from '../src/config/load.ts';
 import { batchOf, publishFrame } from './lib/wire.ts';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const ROOT = PACKAGE_ROOT;
 
 interface MicroResult {
   name: string;

@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { freePort } from './helpers/mosquitto.ts';
 import { connectClient, eventually, nextMessages } from './helpers/clients.ts';
-import { PACKAGE_ROOT } from '../src/broker/supervisor.ts';
+import { PACKAGE_ROOT } from '../src/package.ts';
 
 const BIN = path.join(PACKAGE_ROOT, 'proxy/bin/mqtt-liveness-proxy.js');
 const dir = mkdtempSync(path.join(os.tmpdir(), 'mlp-cli-'));

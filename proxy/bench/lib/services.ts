@@ -4,18 +4,19 @@
  * process is ended by its own pid.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { fileLimits, treeTicks } from './proc.ts';
 // One free-port helper for tests and benchmarks.
-import { freePort } from '../../test/helpers/mosquitto.ts';
+import { freePort } from '../../harness/mosquitto.ts';
+import { findExecutable } from '../../src/broker/supervisor.ts';
+import { waitForPort as waitForTcp } from '../../src/net/tcp-probe.ts';
+import { PACKAGE_ROOT } from '../../src/package.ts';
 
 export { freePort };
 
-export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+export const ROOT = PACKAGE_ROOT;
 
 export type TargetName = 'direct' | 'node-relay' | 'socat' | 'proxy';
 
@@ -33,32 +34,9 @@ export interface Service {
 }
 
 
-export async function waitForPort(host: string, port: number, timeoutMs: number, proc?: ChildProcess): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (proc && proc.exitCode !== null) throw new Error(`process exited with code ${proc.exitCode} before listening on ${host}:${port}`);
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect({ host, port });
-      s.once('connect', () => { s.destroy(); resolve(true); });
-      s.once('error', () => resolve(false));
-    });
-    if (ok) return;
-    if (Date.now() > deadline) throw new Error(`nothing listens on ${host}:${port} after ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-function findExecutable(name: string): string | null {
-  for (const dir of [...(process.env.PATH ?? '').split(':'), '/usr/sbin', '/usr/local/sbin', '/sbin']) {
-    if (!dir) continue;
-    try {
-      accessSync(path.join(dir, name), constants.X_OK);
-      return path.join(dir, name);
-    } catch {
-      // next
-    }
-  }
-  return null;
+/** Resolve once host:port accepts connections; fail early if `proc` exits first. */
+export function waitForPort(host: string, port: number, timeoutMs: number, proc?: ChildProcess): Promise<void> {
+  return waitForTcp({ host, port }, timeoutMs, () => (proc && proc.exitCode !== null ? `process exited with code ${proc.exitCode}` : null));
 }
 
 function capture(proc: ChildProcess): () => string {

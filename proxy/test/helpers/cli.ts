@@ -4,7 +4,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
-import { PACKAGE_ROOT } from '../../src/broker/supervisor.ts';
+import { PACKAGE_ROOT } from '../../src/package.ts';
 import { eventually } from './clients.ts';
 
 export const BIN = path.join(PACKAGE_ROOT, 'proxy/bin/mqtt-liveness-proxy.js');
