@@ -56,7 +56,7 @@ const OPTIONS = {
 type ConfigFlags = { config?: string; listen?: string; upstream?: string; admin?: string; broker?: string; 'log-level'?: string };
 
 /** Defaults < file (--config or MLP_CONFIG) < MLP_* environment < flags. */
-export function resolveConfig(values: ConfigFlags, env: NodeJS.ProcessEnv = process.env): Config {
+function resolveConfig(values: ConfigFlags, env: NodeJS.ProcessEnv = process.env): Config {
   return loadConfig({
     file: values.config ?? (env.MLP_CONFIG || null),
     env,
@@ -65,7 +65,7 @@ export function resolveConfig(values: ConfigFlags, env: NodeJS.ProcessEnv = proc
 }
 
 /** The effective configuration as a user writes it: addresses as HOST:PORT, secrets hidden. */
-export function printable(config: Config): unknown {
+function printable(config: Config): unknown {
   return {
     ...config,
     listen: formatHostPort(config.listen),

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { createCable, run, waitForEvent, withCable, NETNS_CLIENT } from './helpers/netns.ts';
-import { tcpInfoUnacked } from '../src/liveness/tcp-options.ts';
+import { tcpAckState } from '../src/liveness/tcp-options.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -74,7 +74,7 @@ t.test('echo works, pull silences both directions without RST/FIN, restore and d
   await sleep(2500);
   t.same(seen, [], 'root side sees no data, no end, no close');
   t.notMatch(out.text(), 'downstream', 'namespace side receives nothing');
-  t.ok((tcpInfoUnacked(sock) ?? 0) > 0, 'downstream bytes stay unacked in flight');
+  t.ok((tcpAckState(sock)?.unacked ?? 0) > 0, 'downstream bytes stay unacked in flight');
 
   // The connection survived: TCP retransmits deliver both directions once restored.
   await cable.restore();
@@ -82,8 +82,8 @@ t.test('echo works, pull silences both directions without RST/FIN, restore and d
   await out.waitFor('downstream', 30_000);
   await out.waitFor('upstream', 30_000); // echoed back after reaching the server
   // The echo's ACK may still be on its way: poll briefly.
-  for (const end = Date.now() + 5000; tcpInfoUnacked(sock) !== 0 && Date.now() < end; await sleep(20));
-  t.equal(tcpInfoUnacked(sock), 0, 'all acked after restore');
+  for (const end = Date.now() + 5000; tcpAckState(sock)?.unacked !== 0 && Date.now() < end; await sleep(20));
+  t.equal(tcpAckState(sock)?.unacked, 0, 'all acked after restore');
 
   await cable.destroy();
   t.notMatch(await run('ip', ['netns', 'list']), cable.name, 'namespace gone');

@@ -5,7 +5,7 @@ import { once } from 'node:events';
 import {
   applyTcpLiveness,
   readTcpLiveness,
-  tcpInfoUnacked,
+  tcpAckState,
 } from '../src/liveness/tcp-options.ts';
 
 // A connected loopback pair: [client side, server (accepted) side].
@@ -62,15 +62,15 @@ t.test('socket without fd falls back', async (t) => {
   t.equal(r.mode, 'fallback');
   t.match(r.error, /file descriptor/);
   t.equal(readTcpLiveness(sock), null);
-  t.equal(tcpInfoUnacked(sock), null);
+  t.equal(tcpAckState(sock), null);
   sock.destroy();
 });
 
-t.test('tcpInfoUnacked is 0 on an idle connection', async (t) => {
+t.test('tcpAckState: nothing unacknowledged on an idle connection', async (t) => {
   const [client, peer] = await loopbackPair(t);
   client.write('ping');
   await once(peer, 'data');
   // Loopback ACKs immediately; give the ACK a moment to be processed.
   await new Promise((r) => setTimeout(r, 50));
-  t.equal(tcpInfoUnacked(client), 0);
+  t.equal(tcpAckState(client)?.unacked, 0);
 });

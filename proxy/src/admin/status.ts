@@ -15,10 +15,10 @@ export interface StatusOptions {
   out?: NodeJS.WritableStream;
 }
 
-export const DEFAULT_ADMIN_URL = 'http://127.0.0.1:9464';
+const DEFAULT_ADMIN_URL = 'http://127.0.0.1:9464';
 
 /** Accept a URL or a bare HOST:PORT (as in the admin config); a wildcard host means this machine. */
-export function adminBaseUrl(admin: string | undefined): URL {
+function adminBaseUrl(admin: string | undefined): URL {
   let text = admin ?? DEFAULT_ADMIN_URL;
   if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(text)) text = `http://${text}`;
   const url = new URL(text);

@@ -62,7 +62,7 @@ export interface ConfigKey {
 const upperSnake = (name: string): string => name.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase();
 
 /** `MLP_` + the key path in upper snake case, `__` between levels (EMQX's convention). */
-export function envName(path: readonly string[]): string {
+function envName(path: readonly string[]): string {
   return `MLP_${path.map(upperSnake).join('__')}`;
 }
 

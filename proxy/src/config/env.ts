@@ -12,9 +12,6 @@ import { configKeys, variants, type ConfigKey } from './describe.ts';
 import { ConfigError } from './errors.ts';
 import type { Layer, Path } from './sources.ts';
 
-/** Variables read by the CLI itself rather than mapped to a key. */
-export const CLI_VARIABLES = ['MLP_CONFIG'] as const;
-
 function acceptsString(key: ConfigKey): boolean {
   return variants(key.schema).some((s) => s.type === 'string');
 }

@@ -89,7 +89,7 @@ function merge(base: unknown, over: unknown): unknown {
   return out;
 }
 
-export function describeValue(v: unknown): string {
+function describeValue(v: unknown): string {
   if (v === undefined) return 'nothing';
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'a list';

@@ -58,7 +58,7 @@ export function policyFor(config: Pick<Config, 'keepAlive'>, rules: CompiledRule
   return config.keepAlive;
 }
 
-/** Seconds of silence allowed for a keep-alive: keep-alive + grace, or keep-alive x multiplier. */
+/** Milliseconds of silence allowed for a keep-alive given in seconds: keep-alive + grace, or keep-alive x multiplier. */
 export function allowedSilenceMs(keepAlive: number, policy: Pick<KeepAlivePolicy, 'grace' | 'multiplier'>): number {
   if (keepAlive <= 0) return Infinity;
   if (policy.multiplier !== null) return keepAlive * policy.multiplier * 1000;

@@ -156,17 +156,13 @@ export function readTcpLiveness(socket: net.Socket): TcpLivenessReadback | null 
   return { keepAlive: keepAlive !== 0, idleSeconds, intervalSeconds, count, userTimeoutMs };
 }
 
-/**
- * Bytes-in-flight indicator: tcpi_unacked (segments sent but not acknowledged).
- * Non-zero when a dead peer was detected while data was pending (a user-timeout
- * case); zero for an idle connection killed by keep-alive probes.
- */
-export function tcpInfoUnacked(socket: net.Socket): number | null {
-  return tcpAckState(socket)?.unacked ?? null;
-}
-
 /** Segments in flight and milliseconds since the peer last acknowledged anything (TCP_INFO). */
 export interface TcpAckState {
+  /**
+   * tcpi_unacked: segments sent but not acknowledged. Non-zero when a dead peer
+   * was detected while data was pending (a user-timeout case); zero for an idle
+   * connection killed by keep-alive probes.
+   */
   unacked: number;
   msSinceLastAck: number;
 }
