@@ -8,6 +8,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { findExecutable } from '../src/broker/supervisor.ts';
+import { listen } from '../src/net/listen.ts';
 import { waitForPort } from '../src/net/tcp-probe.ts';
 import { spawnCaptured } from './child.ts';
 
@@ -21,15 +22,12 @@ export interface Mosquitto {
   stop(): Promise<void>;
 }
 
+/** A port free on `host` now (the kernel picks it; closed again at once). */
 export async function freePort(host = '127.0.0.1'): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, host, () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
+  const s = net.createServer();
+  const { port } = await listen(s, { host, port: 0 });
+  await new Promise<void>((resolve) => s.close(() => resolve()));
+  return port;
 }
 
 export async function startMosquitto(options: { host?: string; port?: number; extraConfig?: string[] } = {}): Promise<Mosquitto> {
