@@ -38,7 +38,8 @@ const hostPort = (fallback: string, description: string) => address().prefault(f
 const seconds = (min: number, fallback: number, description: string) => z.number().min(min).default(fallback).meta(doc(description));
 /** Events per second (fractions allowed). */
 const rate = (fallback: number, description: string) => z.number().min(0).default(fallback).meta(doc(description));
-const count = (min: number, max: number | null, fallback: number, description: string) => {
+/** A whole number (counts, sizes, seconds the kernel takes as integers). */
+const whole = (min: number, max: number | null, fallback: number, description: string) => {
   const n = z.number().int().min(min);
   return (max === null ? n : n.max(max)).default(fallback).meta(doc(description));
 };
@@ -93,15 +94,15 @@ export const configSchema = z.strictObject({
   mosquittoBinary: text('mosquitto', 'Mosquitto executable, looked up on PATH.'),
   logLevel: choice(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], 'info', 'Log level of the JSON log on stdout.'),
   connectTimeout: seconds(0.1, 10, 'Seconds a new connection has to send its CONNECT.'),
-  maxPacketSize: count(64, 268_435_460, 16 * 1024 * 1024, 'Largest frame a client may send, in bytes (16 MiB; MQTT allows 256 MiB). Larger frames close the connection before they are buffered.'),
+  maxPacketSize: whole(64, 268_435_460, 16 * 1024 * 1024, 'Largest frame a client may send, in bytes (16 MiB; MQTT allows 256 MiB). Larger frames close the connection before they are buffered.'),
   shutdownGrace: seconds(0, 10, 'Seconds given to connections to close on SIGTERM before they are cut.'),
   keepAlive: keepAliveSchema.prefault({}).meta(doc('Keep-alive policy for every client (rules can override it).')),
   rules: z.array(ruleSchema).default([]).meta(doc('List of `{match: {clientId, username}, keepAlive: {...}}`; globs with * and ?; the first rule that matches wins.')),
   tcp: section({
     keepAlive: flag(true, 'Enable TCP keep-alive probes on client sockets.'),
-    idle: count(1, 32767, 5, 'Seconds of silence before the first TCP keep-alive probe (TCP_KEEPIDLE).'),
-    interval: count(1, 32767, 1, 'Seconds between probes (TCP_KEEPINTVL).'),
-    count: count(1, 127, 3, 'Unanswered probes before the peer is dead (TCP_KEEPCNT).'),
+    idle: whole(1, 32767, 5, 'Seconds of silence before the first TCP keep-alive probe (TCP_KEEPIDLE).'),
+    interval: whole(1, 32767, 1, 'Seconds between probes (TCP_KEEPINTVL).'),
+    count: whole(1, 127, 3, 'Unanswered probes before the peer is dead (TCP_KEEPCNT).'),
     userTimeout: seconds(0, 8, 'Seconds sent data may stay unacknowledged (TCP_USER_TIMEOUT); 0 leaves it unset.'),
     sendTimeout: seconds(0.1, 10, 'Seconds bytes queued to a client may wait to drain before the connection ends (send_stall).'),
   }, 'TCP-level liveness of client sockets.'),
@@ -112,7 +113,7 @@ export const configSchema = z.strictObject({
     clientIdPrefix: text('mlp-canary-', 'Client id prefix of the canary session.'),
     username: optionalText('Canary username.'),
     password: optionalText('Canary password (never logged).'),
-    protocolVersion: count(3, 5, 4, 'MQTT protocol level of the canary: 3, 4 or 5.'),
+    protocolVersion: whole(3, 5, 4, 'MQTT protocol level of the canary: 3, 4 or 5.'),
     deepTopic: optionalText('If set, also publish QoS 1 to this topic and receive it back, measuring routing latency.'),
     onBrokerDown: choice(['keep', 'close'], 'keep', 'When the broker stops answering: keep clients, or close them (MQTT 5: DISCONNECT 0x88).'),
     upstreamProbeIdle: seconds(0, 0, 'Seconds a connection may send nothing upstream before the proxy injects a PINGREQ (0: off).'),
@@ -122,12 +123,12 @@ export const configSchema = z.strictObject({
     webhook: z.string().regex(/^https?:\/\//, { error: (issue) => `expected an http(s) URL, got ${JSON.stringify(issue.input)}` }).nullable().default(null).meta(doc('URL that receives events as JSON POSTs. Unset: no events.')),
     types: z.array(z.enum(['verdict', 'connect', 'disconnect'])).default(['verdict']).meta(doc('Which events to send.')),
     timeout: seconds(0.1, 5, 'Seconds per delivery attempt.'),
-    retries: count(0, null, 5, 'Retries after a failed attempt, with exponential backoff.'),
-    queueSize: count(1, null, 1000, 'Events waiting for delivery at most; more are dropped and counted.'),
+    retries: whole(0, null, 5, 'Retries after a failed attempt, with exponential backoff.'),
+    queueSize: whole(1, null, 1000, 'Events waiting for delivery at most; more are dropped and counted.'),
   }, 'Webhook events.'),
   limits: section({
-    maxConnections: count(0, null, 0, 'Open client connections at most (0: no limit).'),
-    maxConnectionsPerSource: count(0, null, 0, 'Open connections per source address at most (0: no limit).'),
+    maxConnections: whole(0, null, 0, 'Open client connections at most (0: no limit).'),
+    maxConnectionsPerSource: whole(0, null, 0, 'Open connections per source address at most (0: no limit).'),
     connectRatePerSource: rate(0, 'New connections per second per source address (0: no limit).'),
   }, 'Admission limits.'),
   tls: section({
