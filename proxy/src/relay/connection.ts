@@ -435,9 +435,11 @@ export class Connection {
       if (this.client.destroyed && !this.upstream.destroyed && !failed) {
         if (this.reason === null) this.setReason('client_close', null);
         if (!(this.fins & CLIENT)) this.upstream.destroy();
-      } else if (this.upstream.destroyed && !this.client.destroyed && !this.checkingBroker) {
+      } else if (this.upstream.destroyed && !this.client.destroyed && !this.checkingBroker && !failed) {
+        // (An upstream that never connected is no broker_close: the CONNECT, when it
+        // comes, is refused with "server unavailable", else connect_timeout ends it.)
         if (this.reason === null) this.setReason('broker_close', this.detail);
-        if (!(this.fins & BROKER) && !failed) this.client.destroy();
+        if (!(this.fins & BROKER)) this.client.destroy();
       }
       return;
     }
