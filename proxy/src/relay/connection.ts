@@ -14,44 +14,25 @@
  * connected (a net.Socket does; an in-memory stream in a test emits it itself)
  * and 'error' when it cannot connect.
  */
-import type net from 'node:net';
 import type { Duplex } from 'node:stream';
-import type { Logger } from 'pino';
 import { Framer, HOLD, PASS, REJECT, PROTOCOL_MAX_FRAME, type FrameHandler, type HeaderDecision } from '../mqtt/framer.ts';
 import type { FrameError } from '../mqtt/errors.ts';
 import { CONNACK, CONNECT, DISCONNECT, PINGREQ, PINGRESP, PINGREQ_BYTES, REASON, disconnectReason, disconnectV5, type ConnectInfo } from '../mqtt/packets.ts';
-import type { Clock, Timer } from '../liveness/clock.ts';
+import type { Timer } from '../liveness/clock.ts';
 import { evaluate, newDeadlineState, type DeadlineState } from '../liveness/deadlines.ts';
-import { brokerDeadlineMs, type CompiledRule } from '../liveness/policy.ts';
+import { brokerDeadlineMs } from '../liveness/policy.ts';
 import { isLivenessReason, type Reason } from '../liveness/reasons.ts';
-import type { TcpAckState } from '../liveness/tcp-options.ts';
-import type { Config, KeepAlivePolicy } from '../config/types.ts';
-import { TO_BROKER, TO_CLIENT, type TrafficStats } from './stats.ts';
-import type { ConnectionFacts, ProxyEvents } from './events.ts';
+import type { KeepAlivePolicy } from '../config/types.ts';
+import { TO_BROKER, TO_CLIENT } from './stats.ts';
+import type { ConnectionFacts } from './events.ts';
+import type { ConnectionContext } from './connection-context.ts';
 import type { ClientTransport } from './transport.ts';
 import { brokerUnreachableConnack, handleConnack, handleConnect } from './handshake.ts';
 import { PingLedger } from './ping-ledger.ts';
 import { AckWatch } from './ack-watch.ts';
 import { NO_DISCONNECT, clientDisconnectFor, clientErrorReason, clientFinReason, frameErrorDisconnect, tellBrokerWill } from './close-reason.ts';
 
-export interface ConnectionContext {
-  config: Config;
-  rules: CompiledRule[];
-  clock: Clock;
-  log: Logger;
-  stats: TrafficStats;
-  events: ProxyEvents;
-  /** Open the connection to the broker for this client; it emits 'connect' once connected. */
-  connectUpstream(conn: Connection): Duplex;
-  /** Is the broker still accepting connections? Asked when an MQTT 5 session's upstream closes without a DISCONNECT. */
-  brokerAccepting(): Promise<boolean>;
-  /** Applies TCP keep-alive and user timeout to a client's TCP socket. */
-  applyTcpLiveness(socket: net.Socket): void;
-  /** TCP_INFO of the client's TCP socket (null: not available, e.g. no TCP socket). */
-  readAckState(transport: ClientTransport): TcpAckState | null;
-  /** Called once both streams are closed. */
-  onClosed(conn: Connection): void;
-}
+export type { ConnectionContext } from './connection-context.ts';
 
 /**
  * How far the MQTT session got. It only moves forward. Whether the connection
@@ -534,20 +515,9 @@ export class Connection {
       this.upstream.destroy();
     }
     if (version === 5 && this.state === 'open' && this.clientDisconnectReason === NO_DISCONNECT) this.clientDisconnectReason = clientDisconnectFor(reason);
-    const client = this.client;
-    let flushing = false;
-    if (this.clientDisconnectReason !== NO_DISCONNECT && this.toClient.atBoundary && !client.destroyed) {
-      // Best effort: a dead peer will not read it; the stream is freed either way.
-      const idle = client.writableLength === 0;
-      client.write(disconnectV5(this.clientDisconnectReason), () => {
-        if (flushing) client.destroy();
-      });
-      // A plain socket sent it already; a TLS socket still holds it (encryption is
-      // asynchronous), so it goes once written, or after a moment at the latest.
-      flushing = idle && client.writableLength > 0;
-    }
-    if (flushing) this.cutLater(FLUSH_MS);
-    else client.destroy();
+    const canTell = this.clientDisconnectReason !== NO_DISCONNECT && this.toClient.atBoundary;
+    if (canTell && destroyAfterDisconnect(this.client, this.clientDisconnectReason)) this.cutLater(FLUSH_MS);
+    else this.client.destroy();
   }
 
   /** Cut both streams now, however the connection is ending (shutdown after its grace). */
@@ -587,4 +557,23 @@ export class Connection {
     });
     this.ctx.onClosed(this);
   }
+}
+
+/**
+ * Write a last MQTT 5 DISCONNECT to the client, best effort (a dead peer will
+ * not read it; the stream is freed either way). A plain socket sends it at once
+ * and is destroyed here; a TLS socket still holds it (encryption is
+ * asynchronous), so it is destroyed once written: then this returns true and
+ * the caller cuts it after a moment at the latest.
+ */
+function destroyAfterDisconnect(client: Duplex, reasonCode: number): boolean {
+  if (client.destroyed) return false;
+  const idle = client.writableLength === 0;
+  let flushing = false;
+  client.write(disconnectV5(reasonCode), () => {
+    if (flushing) client.destroy();
+  });
+  flushing = idle && client.writableLength > 0;
+  if (!flushing) client.destroy();
+  return flushing;
 }
