@@ -8,7 +8,7 @@ import { REASON } from '../mqtt/packets.ts';
 import { isLivenessReason, type Reason } from '../liveness/reasons.ts';
 
 /** A write this long after the client's last byte was not an answer to it (see clientErrorReason). */
-export const UNSOLICITED_WRITE_MS = 1_000;
+const UNSOLICITED_WRITE_MS = 1_000;
 
 /** No reason code: nothing is sent. */
 export const NO_DISCONNECT = -1;

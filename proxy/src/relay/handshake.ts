@@ -13,7 +13,7 @@ import {
 import { allowedSilenceMs, decideKeepAlive, policyFor, serverKeepAliveToSend, type CompiledRule } from '../liveness/policy.ts';
 
 /** Stands for a CONNECT the proxy could not read: the broker judges it (it is forwarded unchanged). */
-export const UNREADABLE_CONNECT: Readonly<ConnectInfo> = Object.freeze({
+const UNREADABLE_CONNECT: Readonly<ConnectInfo> = Object.freeze({
   protocolVersion: 0, clientId: '', username: undefined, hasPassword: false, keepAlive: 0, keepAliveOffset: -1,
 });
 
