@@ -149,10 +149,6 @@ export class ProxyMetrics {
     }
     if (e.reason === 'broker_unreachable') {
       this.connectsRejected.inc({ reason: 'broker_unreachable' });
-    } else if (e.reason === 'limit_reject' && e.detail) {
-      // The limit's name leads the detail (limit_connections, limit_per_source, limit_rate).
-      const limit = REJECT_REASONS.find((r) => r.startsWith('limit_') && e.detail!.startsWith(r));
-      if (limit) this.connectsRejected.inc({ reason: limit });
     }
   }
 

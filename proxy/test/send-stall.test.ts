@@ -82,8 +82,8 @@ for (const protocolVersion of [4, 5] as const) {
     stalled.socket.pause();
     const conn = [...proxy.app.proxy.connections].find((c) => c.connect?.clientId === `stalled-${v}`) as Connection;
     t.ok(conn, 'found the stalled connection in the proxy');
-    // Test-only look inside: the proxy's socket to this client.
-    const clientSocket = (conn as unknown as { client: net.Socket }).client;
+    // The proxy's socket to this client.
+    const clientSocket = conn.transport.stream as net.Socket;
     const highWaterMark = clientSocket.writableHighWaterMark;
 
     // Sample what the proxy holds for it, and this process's memory.

@@ -108,7 +108,7 @@ t.test('mqtts through the TLS listener, beside the plaintext one; TCP liveness o
   const conns = [...proxy.app.proxy.connections];
   const tlsConn = conns.find((c) => c.connect?.clientId === 'tls-sub')!;
   t.ok(tlsConn, 'the TLS client is a relayed connection like any other');
-  const socket = (tlsConn as unknown as { client: tls.TLSSocket }).client;
+  const socket = tlsConn.transport.stream as tls.TLSSocket;
   t.ok(socket instanceof tls.TLSSocket);
   const cfg = proxy.app.config.tcp;
   t.same(readTcpLiveness(socket), { keepAlive: true, idleSeconds: cfg.idle, intervalSeconds: cfg.interval, count: cfg.count, userTimeoutMs: cfg.userTimeout * 1000 }, 'keep-alive timing and TCP_USER_TIMEOUT set on the TLS socket fd');

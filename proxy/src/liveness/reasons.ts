@@ -17,7 +17,6 @@ export const REASONS = [
   'broker_unresponsive',
   'broker_down',
   'policy_reject',
-  'limit_reject',
   'shutdown',
 ] as const;
 

@@ -25,10 +25,13 @@ export const PINGREQ_BYTES = Buffer.from([0xc0, 0x00]);
 export const REASON = {
   disconnectWithWill: 0x04,
   unspecifiedError: 0x80,
+  malformedPacket: 0x81,
+  protocolError: 0x82,
   implementationSpecificError: 0x83,
   serverUnavailable: 0x88,
   serverShuttingDown: 0x8b,
   keepAliveTimeout: 0x8d,
+  packetTooLarge: 0x95,
 } as const;
 
 /** MQTT 3.x CONNACK return codes the proxy sends. */
@@ -40,13 +43,10 @@ export const RETURN_CODE = {
 /** What the proxy learns from a CONNECT. The password itself is never kept. */
 export interface ConnectInfo {
   protocolVersion: number; // 3 = 3.1, 4 = 3.1.1, 5 = 5
-  protocolName: string;
   clientId: string;
   username: string | undefined;
   hasPassword: boolean;
   keepAlive: number;
-  cleanStart: boolean;
-  willFlag: boolean;
   /** Offset of the two keep-alive bytes inside the CONNECT frame. */
   keepAliveOffset: number;
 }
@@ -90,13 +90,10 @@ export function decodeConnect(frame: Buffer): ConnectInfo {
   const password = p.password;
   const info: ConnectInfo = {
     protocolVersion: Number(p.protocolVersion),
-    protocolName: String(p.protocolId),
     clientId: String(p.clientId ?? ''),
     username: typeof p.username === 'string' ? p.username : undefined,
     hasPassword: password !== undefined && password !== null,
     keepAlive: Number(p.keepalive ?? 0),
-    cleanStart: Boolean(p.clean),
-    willFlag: p.will !== undefined && p.will !== null,
     keepAliveOffset: keepAliveOffsetOf(frame),
   };
   return info;

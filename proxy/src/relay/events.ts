@@ -5,6 +5,7 @@
 import { EventEmitter } from 'node:events';
 import type { Reason } from '../liveness/reasons.ts';
 import type { LimitReason } from './limits.ts';
+import type { TransportKind } from './transport.ts';
 
 export interface ConnectionFacts {
   id: number;
@@ -12,6 +13,8 @@ export interface ConnectionFacts {
   username: string | null;
   remoteAddress: string;
   remotePort: number;
+  /** How the client arrived. */
+  transport: TransportKind;
   protocolVersion: number | null;
   /** Keep-alive the client asked for, seconds. */
   keepAlive: number | null;

@@ -9,12 +9,14 @@ import { listen } from '../net/listen.ts';
 import { systemClock, type Clock } from '../liveness/clock.ts';
 import { compileRules, type CompiledRule } from '../liveness/policy.ts';
 import type { Reason } from '../liveness/reasons.ts';
-import { applyTcpLiveness } from '../liveness/tcp-options.ts';
+import { applyTcpLiveness, tcpAckState } from '../liveness/tcp-options.ts';
 import { Connection, type ConnectionContext } from './connection.ts';
 import { ProxyEvents } from './events.ts';
 import { Admission, sourceOf, type LimitReason, type Ticket } from './limits.ts';
 import { RefusalLog } from './refusal-log.ts';
 import { TrafficStats } from './stats.ts';
+import { socketTransport, type ClientTransport } from './transport.ts';
+import { upstreamAccepting } from './upstream-check.ts';
 
 export interface ProxyServerOptions {
   config: Config;
@@ -28,6 +30,7 @@ export class ProxyServer {
   readonly connections = new Set<Connection>();
   private readonly servers: net.Server[] = [];
   private readonly ctx: ConnectionContext;
+  private upstream: HostPort;
   private tcpFallbackWarned = false;
   /** Admission limits (config limits.*), checked before a socket costs anything. */
   readonly admission: Admission;
@@ -38,15 +41,18 @@ export class ProxyServer {
 
   constructor(private readonly options: ProxyServerOptions) {
     const { config, log } = options;
+    this.upstream = config.upstream;
     this.ctx = {
       config,
       rules: compileRules(config.keepAlive, config.rules),
       clock: options.clock ?? systemClock,
       log,
-      upstream: config.upstream,
       stats: this.stats,
       events: this.events,
+      connectUpstream: () => net.connect({ host: this.upstream.host, port: this.upstream.port, allowHalfOpen: true, noDelay: true }),
+      brokerAccepting: () => upstreamAccepting(this.upstream),
       applyTcpLiveness: (socket) => this.applyTcp(socket),
+      readAckState: (transport) => (transport.tcpSocket ? tcpAckState(transport.tcpSocket) : null),
       onClosed: (conn) => this.connections.delete(conn),
     };
     this.admission = new Admission(config.limits, this.ctx.clock);
@@ -67,7 +73,7 @@ export class ProxyServer {
   reconfigure(config: Config): void {
     this.ctx.config = config;
     this.ctx.rules = compileRules(config.keepAlive, config.rules);
-    this.ctx.upstream = config.upstream;
+    this.upstream = config.upstream;
     this.admission.setConfig(config.limits);
   }
 
@@ -88,7 +94,7 @@ export class ProxyServer {
 
   /** Handle a socket accepted by the plaintext listener: admission, then the relay. */
   readonly accept = (socket: net.Socket): void => {
-    if (this.admit(socket, 'mqtt')) this.open(socket);
+    if (this.admit(socket, 'mqtt')) this.open(socketTransport(socket, 'tcp'));
   };
 
   /**
@@ -120,13 +126,13 @@ export class ProxyServer {
     return null;
   }
 
-  /** Start relaying an admitted socket (plain, or TLS once its handshake is done). */
-  open(socket: net.Socket): void {
+  /** Start relaying an admitted client (plain, or TLS once its handshake is done). */
+  open(transport: ClientTransport): void {
     if (!this.accepting) {
-      socket.destroy();
+      transport.stream.destroy();
       return;
     }
-    this.connections.add(new Connection(socket, this.ctx));
+    this.connections.add(new Connection(transport, this.ctx));
   }
 
   async listen(address: HostPort = this.ctx.config.listen): Promise<net.AddressInfo> {

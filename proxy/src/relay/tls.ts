@@ -19,6 +19,7 @@ import type { Config } from '../config/types.ts';
 import { listen } from '../net/listen.ts';
 import { watchFiles } from '../files/watch.ts';
 import type { ProxyServer } from './server.ts';
+import { socketTransport } from './transport.ts';
 
 export type TlsConfig = Config['tls'];
 
@@ -63,7 +64,7 @@ export class TlsListener {
       // Half-close is relayed like on plaintext sockets, but only once the handshake is
       // done: a peer that leaves mid-handshake must free its socket at once.
       socket.allowHalfOpen = true;
-      proxy.open(socket);
+      proxy.open(socketTransport(socket, 'tls'));
     });
     this.tlsServer.on('tlsClientError', (err: Error & { code?: string }, socket: tls.TLSSocket) => {
       log.debug({ event: 'tls_handshake_failed', remote: `${socket.remoteAddress}:${socket.remotePort}`, error: err.code ?? err.message }, 'TLS handshake failed');
