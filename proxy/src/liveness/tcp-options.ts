@@ -58,6 +58,7 @@ const TCPI_RTTVAR = 72 / 4; // microseconds
 const TCPI_TOTAL_RETRANS = 100 / 4; // lifetime retransmitted segments
 const TCPI_SEGS_OUT = 136 / 4; // every segment sent, pure ACKs and probes included
 const TCPI_SEGS_IN = 140 / 4;
+const TCPI_NOTSENT_BYTES = 144 / 4; // queued in the kernel, not sent yet (e.g. behind a zero window)
 const TCPI_DATA_SEGS_IN = 152 / 4;
 const TCPI_DATA_SEGS_OUT = 156 / 4; // segments with payload sent, retransmissions included
 /** Bytes of struct tcp_info we need the kernel to fill (up to data_segs_out: Linux >= 4.6). */
@@ -216,13 +217,15 @@ export interface TcpInfoSample {
   segsIn: number;
   dataSegsOut: number;
   dataSegsIn: number;
+  /** Bytes queued in the kernel and not sent yet: > 0 behind a zero window, where probes are window probes. */
+  notsentBytes: number;
 }
 
 export function newTcpInfoSample(): TcpInfoSample {
   return {
     retransmits: 0, probes: 0, backoff: 0, rtoUs: 0, unacked: 0, lost: 0, retrans: 0,
     lastDataSentMs: 0, lastDataRecvMs: 0, lastAckRecvMs: 0, rttUs: 0, rttvarUs: 0,
-    totalRetrans: 0, segsOut: 0, segsIn: 0, dataSegsOut: 0, dataSegsIn: 0,
+    totalRetrans: 0, segsOut: 0, segsIn: 0, dataSegsOut: 0, dataSegsIn: 0, notsentBytes: 0,
   };
 }
 
@@ -259,6 +262,7 @@ export function readTcpInfo(socket: net.Socket, into: TcpInfoSample): boolean {
   into.segsIn = w[TCPI_SEGS_IN]!;
   into.dataSegsOut = w[TCPI_DATA_SEGS_OUT]!;
   into.dataSegsIn = w[TCPI_DATA_SEGS_IN]!;
+  into.notsentBytes = w[TCPI_NOTSENT_BYTES]!;
   return true;
 }
 
