@@ -10,7 +10,7 @@ import {
   readTcpInfo,
   newTcpInfoSample,
   setTcpProbeTimers,
-  readThinLinearTimeouts,
+  readRetransmitOptions,
 } from '../src/liveness/tcp-options.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -157,9 +157,10 @@ t.test('a paused reader on loopback still ACKs: data waits in our buffers, nothi
 t.test('setTcpProbeTimers changes a live socket and reads back; the kernel\'s errno is reported', async (t) => {
   const [client] = await loopbackPair(t);
   applyTcpLiveness(client, { idleSeconds: 5, intervalSeconds: 1, count: 3, userTimeoutMs: 8000 });
-  t.equal(setTcpProbeTimers(client, { idleSeconds: 6, intervalSeconds: 2, count: 127, userTimeoutMs: 93_000, thinLinearTimeouts: true }), null);
+  t.equal(setTcpProbeTimers(client, { idleSeconds: 6, intervalSeconds: 2, count: 127, userTimeoutMs: 93_000, thinLinearTimeouts: true, rtoMaxMs: 1000 }), null);
   t.same(readTcpLiveness(client), { keepAlive: true, idleSeconds: 6, intervalSeconds: 2, count: 127, userTimeoutMs: 93_000 });
-  t.equal(readThinLinearTimeouts(client), true);
+  t.same(readRetransmitOptions(client), { thinLinearTimeouts: true, rtoMaxMs: 1000 }, 'TCP_RTO_MAX_MS exists on this kernel (>= 6.15)');
+  t.match(setTcpProbeTimers(client, { rtoMaxMs: 999 }), /TCP_RTO_MAX_MS=999.*EINVAL/, 'the kernel takes 1000..120000 ms');
   t.equal(setTcpProbeTimers(client, { count: 4 }), null, 'one field alone');
   t.same(readTcpLiveness(client), { keepAlive: true, idleSeconds: 6, intervalSeconds: 2, count: 4, userTimeoutMs: 93_000 });
   t.match(setTcpProbeTimers(client, { count: 128 }), /TCP_KEEPCNT=128.*EINVAL/, 'TCP_KEEPCNT max is 127');
@@ -167,6 +168,6 @@ t.test('setTcpProbeTimers changes a live socket and reads back; the kernel\'s er
   const unconnected = new net.Socket();
   t.match(setTcpProbeTimers(unconnected, { count: 4 }), /file descriptor/);
   t.equal(readTcpInfo(unconnected, newTcpInfoSample()), false);
-  t.equal(readThinLinearTimeouts(unconnected), null);
+  t.equal(readRetransmitOptions(unconnected), null);
   unconnected.destroy();
 });

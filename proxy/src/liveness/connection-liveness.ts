@@ -20,6 +20,8 @@ export interface LivenessSettings {
   maxHoldMs: number;
   maxDeadMs: number;
   thinLinear: boolean;
+  /** TCP_RTO_MAX_MS was accepted by the kernel (set false when setTcpProbeTimers reported it failed). */
+  rtoMaxApplied: boolean;
   estimate?: EstimateOptions;
 }
 
@@ -116,6 +118,7 @@ export class ConnectionLiveness {
       maxHoldMs: s.maxHoldMs,
       maxDeadMs: s.maxDeadMs,
       thinLinear: s.thinLinear,
+      rtoMaxApplied: s.rtoMaxApplied,
     });
   }
 }

@@ -41,6 +41,7 @@ const TCP_KEEPCNT = 6;
 const TCP_INFO = 11;
 const TCP_USER_TIMEOUT = 18;
 const TCP_THIN_LINEAR_TIMEOUTS = 16;
+const TCP_RTO_MAX_MS = 44; // Linux >= 6.15 (1000..120000); ENOPROTOOPT before
 // struct tcp_info byte offsets, each checked with offsetof() against linux/tcp.h (gcc, linux-libc-dev):
 // u8 fields first, then u32 fields read as host-endian Uint32Array indexes (byte offset / 4).
 const TCPI_BYTE_RETRANSMITS = 2; // icsk_retransmits: RTO retransmissions in the current episode
@@ -275,6 +276,8 @@ export interface TcpProbeTimers {
   userTimeoutMs?: number;
   /** TCP_THIN_LINEAR_TIMEOUTS: no RTO backoff for the first 6 retransmissions of a thin stream. */
   thinLinearTimeouts?: boolean;
+  /** TCP_RTO_MAX_MS (Linux >= 6.15): cap on the retransmission backoff, 1000..120000 ms. */
+  rtoMaxMs?: number;
 }
 
 /**
@@ -295,17 +298,19 @@ export function setTcpProbeTimers(socket: net.Socket, t: TcpProbeTimers): string
     if (t.thinLinearTimeouts !== undefined) {
       setInt(f, fd, IPPROTO_TCP, TCP_THIN_LINEAR_TIMEOUTS, t.thinLinearTimeouts ? 1 : 0, 'TCP_THIN_LINEAR_TIMEOUTS');
     }
+    if (t.rtoMaxMs !== undefined) setInt(f, fd, IPPROTO_TCP, TCP_RTO_MAX_MS, t.rtoMaxMs, 'TCP_RTO_MAX_MS');
     return null;
   } catch (err) {
     return (err as Error).message;
   }
 }
 
-/** Whether TCP_THIN_LINEAR_TIMEOUTS is on for the socket (null if it cannot be read). */
-export function readThinLinearTimeouts(socket: net.Socket): boolean | null {
+/** TCP_THIN_LINEAR_TIMEOUTS and TCP_RTO_MAX_MS of the socket (null: cannot be read; rtoMaxMs null before Linux 6.15). */
+export function readRetransmitOptions(socket: net.Socket): { thinLinearTimeouts: boolean; rtoMaxMs: number | null } | null {
   const f = loadFfi();
   const fd = fdOf(socket);
   if (!f || fd < 0) return null;
-  const v = getInt(f, fd, IPPROTO_TCP, TCP_THIN_LINEAR_TIMEOUTS);
-  return v === null ? null : v !== 0;
+  const thin = getInt(f, fd, IPPROTO_TCP, TCP_THIN_LINEAR_TIMEOUTS);
+  if (thin === null) return null;
+  return { thinLinearTimeouts: thin !== 0, rtoMaxMs: getInt(f, fd, IPPROTO_TCP, TCP_RTO_MAX_MS) };
 }

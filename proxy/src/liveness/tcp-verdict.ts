@@ -100,8 +100,8 @@ export class TcpSilenceCheck {
     this.owedSince = owed;
     const t = kind === 'data' ? th.data : th.idle;
     const silence = now - owed;
-    // Idle: the kernel's own count must agree (conservative when timers and samples disagree).
-    const enoughProbes = kind === 'data' || s.probes >= Math.min(t.n, Math.floor(t.deadAfterMs / (th.kernel.intervalSeconds * 1000)));
+    // The kernel's own count must agree (conservative when its timers and ours disagree).
+    const enoughProbes = kind === 'data' ? s.retransmits + 1 >= t.required : s.probes >= t.required;
     if (silence < t.suspectAfterMs) {
       if (this.state === 'suspect') this.toAlive(v, now);
       v.state = 'alive';

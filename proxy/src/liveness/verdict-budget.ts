@@ -21,14 +21,21 @@ export interface Profile {
   minProbes: number;
   /** Floor of the data-in-flight verdict, ms (today's TCP_USER_TIMEOUT: 8 s). */
   minDataDeadMs: number;
+  /**
+   * TCP_RTO_MAX_MS (Linux >= 6.15; 120 s before): caps the retransmission backoff so that n
+   * transmissions of unacknowledged data fit in seconds, not minutes (n = 9 at 5% loss takes
+   * 128 s on the default ladder from a 250 ms RTO, 7.8 s capped at 1 s). Thin streams only
+   * retransmit a few segments, so the cost is a retransmission a second to a client in trouble.
+   */
+  rtoMaxMs: number;
 }
 
 export const PROFILES: Readonly<Record<Profile['name'], Profile>> = {
   // Jitter downwards: faster verdicts, up to 25% more probes than today.
-  fast: { name: 'fast', idleSeconds: 5, idleJitter: [0.8, 1.0], intervalSeconds: 1, minProbes: 3, minDataDeadMs: 5_000 },
+  fast: { name: 'fast', idleSeconds: 5, idleJitter: [0.8, 1.0], intervalSeconds: 1, minProbes: 3, minDataDeadMs: 5_000, rtoMaxMs: 1_000 },
   // Jitter upwards: never more probes than today's 720 per idle hour.
-  balanced: { name: 'balanced', idleSeconds: 5, idleJitter: [1.0, 1.2], intervalSeconds: 1, minProbes: 3, minDataDeadMs: 8_000 },
-  battery: { name: 'battery', idleSeconds: 25, idleJitter: [1.0, 1.2], intervalSeconds: 2, minProbes: 3, minDataDeadMs: 15_000 },
+  balanced: { name: 'balanced', idleSeconds: 5, idleJitter: [1.0, 1.2], intervalSeconds: 1, minProbes: 3, minDataDeadMs: 8_000, rtoMaxMs: 1_000 },
+  battery: { name: 'battery', idleSeconds: 25, idleJitter: [1.0, 1.2], intervalSeconds: 2, minProbes: 3, minDataDeadMs: 15_000, rtoMaxMs: 2_000 },
 };
 
 /** Explicit settings (tcp.*, keepAlive.grace): each one set wins over the derived value. */
@@ -68,6 +75,8 @@ export interface BudgetInputs {
   maxDeadMs: number;
   /** TCP_THIN_LINEAR_TIMEOUTS on: the first 6 retransmissions do not back off. */
   thinLinear: boolean;
+  /** TCP_RTO_MAX_MS could be set on the socket (else the kernel's 120 s ladder applies). */
+  rtoMaxApplied: boolean;
 }
 
 export interface SilenceThresholds {
@@ -79,12 +88,14 @@ export interface SilenceThresholds {
   correlateAfterMs: number;
   /** ... dead. */
   deadAfterMs: number;
+  /** The kernel's own count that must agree before dead: probes out (idle), retransmissions + 1 (data). */
+  required: number;
   /** False: the cap (maxDeadMs) made the verdict faster than the budget allows. */
   budgetMet: boolean;
 }
 
 export interface Thresholds {
-  kernel: { idleSeconds: number; intervalSeconds: number; count: number; userTimeoutMs: number };
+  kernel: { idleSeconds: number; intervalSeconds: number; count: number; userTimeoutMs: number; rtoMaxMs: number };
   /** Idle probing, measured from the first keep-alive probe. */
   idle: SilenceThresholds;
   /** Data in flight, measured from the first unacknowledged transmission. */
@@ -99,7 +110,7 @@ export interface Thresholds {
 /** A silence at least this improbable on the connection's own link counts as a correlation onset. */
 export const CORRELATE_P = 0.01;
 const MAX_PROBES = 127; // TCP_KEEPCNT's kernel limit
-const RTO_MAX_MS = 120_000; // Linux TCP_RTO_MAX
+export const KERNEL_RTO_MAX_MS = 120_000; // Linux TCP_RTO_MAX
 const THIN_LINEAR_RETRIES = 6; // Linux TCP_THIN_LINEAR_RETRIES
 const BACKSTOP_MARGIN_MS = 10_000;
 
@@ -112,15 +123,29 @@ export function probesFor(q: number, p: number, lo: number, hi: number): number 
   return Math.min(hi, Math.max(lo, n));
 }
 
+/** The RTO ladder: how retransmission timeouts grow (Linux tcp_retransmit_timer). */
+export interface Ladder {
+  rtoMs: number;
+  rtoMaxMs: number;
+  thinLinear: boolean;
+}
+
 /** When the answer to the n-th transmission on the RTO ladder is overdue, ms after the first. */
-export function rtoLadderMs(n: number, rtoMs: number, thinLinear: boolean): number {
+export function rtoLadderMs(n: number, l: Ladder): number {
   let t = 0;
-  let rto = rtoMs;
+  let rto = l.rtoMs;
   for (let k = 0; k < n; k++) {
-    t += Math.min(rto, RTO_MAX_MS);
-    if (!(thinLinear && k < THIN_LINEAR_RETRIES)) rto *= 2;
+    t += Math.min(rto, l.rtoMaxMs);
+    if (!(l.thinLinear && k < THIN_LINEAR_RETRIES)) rto = Math.min(rto * 2, l.rtoMaxMs);
   }
   return t;
+}
+
+/** Transmissions the kernel has made by `ms` after the first (the first included). */
+export function transmissionsWithin(ms: number, l: Ladder): number {
+  let n = 1;
+  while (n < MAX_PROBES && rtoLadderMs(n, l) <= ms) n++;
+  return n;
 }
 
 /** Idle after the per-connection jitter, whole seconds (TCP_KEEPIDLE's unit). */
@@ -146,6 +171,7 @@ export function deriveThresholds(x: BudgetInputs): Thresholds {
   const idleNeed = (nIdle - 1) * intervalMs + answerWaitMs;
   const idle: SilenceThresholds = {
     n: nIdle,
+    required: Math.min(nIdle, Math.floor(Math.min(idleNeed, x.maxDeadMs) / intervalMs)),
     suspectAfterMs: Math.min(answerWaitMs, x.maxDeadMs),
     correlateAfterMs: Math.min((mIdle - 1) * intervalMs + answerWaitMs, x.maxDeadMs),
     deadAfterMs: Math.min(idleNeed, x.maxDeadMs),
@@ -157,12 +183,15 @@ export function deriveThresholds(x: BudgetInputs): Thresholds {
   const nData = probesFor(q, x.budgetPerHour / dataEpisodes, minN, MAX_PROBES);
   const mData = Math.min(probesFor(q, CORRELATE_P, 1, MAX_PROBES), Math.max(1, nData - 1));
   const dataFloorMs = o.userTimeoutMs ?? profile.minDataDeadMs;
-  const dataNeed = Math.max(rtoLadderMs(nData, link.rtoMs, x.thinLinear), idleNeed, dataFloorMs);
+  const ladder: Ladder = { rtoMs: link.rtoMs, rtoMaxMs: x.rtoMaxApplied ? profile.rtoMaxMs : KERNEL_RTO_MAX_MS, thinLinear: x.thinLinear };
+  const dataNeed = Math.max(rtoLadderMs(nData, ladder), idleNeed, dataFloorMs);
+  const dataDead = Math.min(dataNeed, x.maxDeadMs);
   const data: SilenceThresholds = {
     n: nData,
+    required: Math.min(nData, transmissionsWithin(dataDead, ladder)),
     suspectAfterMs: Math.min(link.rtoMs, x.maxDeadMs),
-    correlateAfterMs: Math.min(rtoLadderMs(mData, link.rtoMs, x.thinLinear), dataNeed, x.maxDeadMs),
-    deadAfterMs: Math.min(dataNeed, x.maxDeadMs),
+    correlateAfterMs: Math.min(rtoLadderMs(mData, ladder), dataNeed, x.maxDeadMs),
+    deadAfterMs: dataDead,
     budgetMet: dataNeed <= x.maxDeadMs,
   };
 
@@ -173,6 +202,7 @@ export function deriveThresholds(x: BudgetInputs): Thresholds {
     intervalSeconds: intervalS,
     count: Math.min(MAX_PROBES, Math.ceil(backstopMs / intervalMs)),
     userTimeoutMs: backstopMs,
+    rtoMaxMs: profile.rtoMaxMs,
   };
 
   const { base, adaptive } = keepAliveGrace(x.keepAliveSeconds, q, x.budgetPerHour, link, o.keepAliveGraceMs);
