@@ -189,7 +189,7 @@ export function deriveThresholds(x: BudgetInputs): Thresholds {
   const data: SilenceThresholds = {
     n: nData,
     required: Math.min(nData, transmissionsWithin(dataDead, ladder)),
-    suspectAfterMs: Math.min(link.rtoMs, x.maxDeadMs),
+    suspectAfterMs: Math.min(rtoLadderMs(1, ladder), x.maxDeadMs),
     correlateAfterMs: Math.min(rtoLadderMs(mData, ladder), dataNeed, x.maxDeadMs),
     deadAfterMs: dataDead,
     budgetMet: dataNeed <= x.maxDeadMs,
