@@ -8,6 +8,7 @@ import {
   rtoLadderMs,
   transmissionsWithin,
   jitteredIdleSeconds,
+  ThresholdCache,
   type BudgetInputs,
   type Profile,
 } from '../src/liveness/verdict-budget.ts';
@@ -180,5 +181,32 @@ t.test('profiles: jitter spreads idle over whole seconds; balanced never probes 
     fc.property(fc.double({ min: 0, max: 1, noNaN: true }), (phase) => deriveThresholds(inputs({ phase })).probesPerIdleHour <= 720),
   );
   t.ok(deriveThresholds(inputs({ profile: PROFILES.battery })).probesPerIdleHour <= 144);
+  t.end();
+});
+
+t.test('property: a cached (shared) threshold set is never faster than the exact one', (t) => {
+  const base = inputs();
+  const cache = new ThresholdCache({ budgetPerHour: base.budgetPerHour, profile: base.profile, overrides: {}, maxHoldMs: base.maxHoldMs, maxDeadMs: base.maxDeadMs, thinLinear: false, rtoMaxApplied: true });
+  fc.assert(
+    fc.property(
+      fc.double({ min: 0, max: 1, noNaN: true }),
+      fc.double({ min: 0, max: 3000, noNaN: true }),
+      fc.double({ min: 0, max: 100_000, noNaN: true }),
+      fc.integer({ min: 0, max: 1200 }),
+      fc.double({ min: 0, max: 1, noNaN: true }),
+      (q, srtt, rate, ka, phase) => {
+        const link = { qUpper: q, srttMs: srtt, rttvarMs: srtt / 3, rtoMs: 200 + srtt * 2, dataSegsPerHour: rate };
+        const exact = deriveThresholds({ ...base, link, keepAliveSeconds: ka, phase });
+        const shared = cache.get(link, ka, phase);
+        return (
+          shared.kernel.idleSeconds === exact.kernel.idleSeconds &&
+          shared.idle.deadAfterMs >= exact.idle.deadAfterMs && shared.data.deadAfterMs >= exact.data.deadAfterMs &&
+          shared.idle.n >= exact.idle.n && shared.keepAliveGraceMs >= exact.keepAliveGraceMs &&
+          shared.idle.deadAfterMs <= exact.idle.deadAfterMs * 1.5 + 1000
+        );
+      },
+    ),
+  );
+  t.equal(cache.get({ ...base.link, srttMs: 32 }, 60, 0), cache.get({ ...base.link, srttMs: 38 }, 60, 0.1), 'same rounded inputs: one object');
   t.end();
 });

@@ -5,7 +5,7 @@
  * TCP_INFO (tcp-options.ts readTcpInfo) and passes the sample in.
  */
 import { FleetPrior, LinkEstimate, DEFAULT_ESTIMATE_OPTIONS, type EstimateOptions } from './link-estimate.ts';
-import { deriveThresholds, type Overrides, type Profile, type Thresholds } from './verdict-budget.ts';
+import { ThresholdCache, type Overrides, type Profile, type Thresholds } from './verdict-budget.ts';
 import { TcpSilenceCheck, type TcpVerdict } from './tcp-verdict.ts';
 import type { LocalHealth } from './local-health.ts';
 import type { TcpInfoSample } from './tcp-options.ts';
@@ -25,10 +25,28 @@ export interface LivenessSettings {
   estimate?: EstimateOptions;
 }
 
-/** Shared by every connection of one proxy. */
+/** Shared by every connection of one proxy (a new thresholds cache when the settings change). */
 export interface LivenessShared {
   fleet: FleetPrior;
   health: LocalHealth | null;
+  thresholds: ThresholdCache;
+}
+
+/** The shared parts for one proxy and its settings. */
+export function newLivenessShared(settings: LivenessSettings, fleet: FleetPrior, health: LocalHealth | null): LivenessShared {
+  return { fleet, health, thresholds: thresholdCacheFor(settings) };
+}
+
+export function thresholdCacheFor(s: LivenessSettings): ThresholdCache {
+  return new ThresholdCache({
+    budgetPerHour: s.falseDeathBudget,
+    profile: s.profile,
+    overrides: s.overrides,
+    maxHoldMs: s.maxHoldMs,
+    maxDeadMs: s.maxDeadMs,
+    thinLinear: s.thinLinear,
+    rtoMaxApplied: s.rtoMaxApplied,
+  });
 }
 
 export interface LivenessSnapshot {
@@ -51,11 +69,14 @@ export class ConnectionLiveness {
   thresholds: Thresholds;
   private keepAliveSeconds = 0;
 
+  private readonly cache: ThresholdCache;
+
   constructor(
-    private readonly settings: LivenessSettings,
+    settings: LivenessSettings,
     shared: LivenessShared,
     private readonly phase: number,
   ) {
+    this.cache = shared.thresholds;
     this.estimate = settings.adaptive ? new LinkEstimate(shared.fleet, settings.estimate ?? DEFAULT_ESTIMATE_OPTIONS) : null;
     this.silence = new TcpSilenceCheck(shared.health);
     this.thresholds = this.derive();
@@ -107,18 +128,6 @@ export class ConnectionLiveness {
   }
 
   private derive(): Thresholds {
-    const s = this.settings;
-    return deriveThresholds({
-      link: this.estimate ?? CLEAN_LINK,
-      budgetPerHour: s.falseDeathBudget,
-      profile: s.profile,
-      overrides: s.overrides,
-      keepAliveSeconds: this.keepAliveSeconds,
-      phase: this.phase,
-      maxHoldMs: s.maxHoldMs,
-      maxDeadMs: s.maxDeadMs,
-      thinLinear: s.thinLinear,
-      rtoMaxApplied: s.rtoMaxApplied,
-    });
+    return this.cache.get(this.estimate ?? CLEAN_LINK, this.keepAliveSeconds, this.phase);
   }
 }

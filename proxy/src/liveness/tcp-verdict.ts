@@ -34,6 +34,8 @@ export interface TcpVerdict {
 
 /** Shortest gap between two checks: a stream of writes must not turn into a stream of reads. */
 export const MIN_CHECK_GAP_MS = 250;
+// One result object for every connection: check() is synchronous and the caller reads it at once.
+const out: TcpVerdict = { state: 'alive', reason: null, detail: '', nextCheckAt: Infinity, held: false, recovered: false };
 /** last_ack_recv is reported in whole ms from jiffies (down to HZ=100): smaller moves are not an ACK. */
 const ACK_MOVE_MS = 25;
 
@@ -48,7 +50,6 @@ export class TcpSilenceCheck {
   private writeSince = -1;
   private correlated = false;
   private heldSince = -1;
-  private readonly out: TcpVerdict = { state: 'alive', reason: null, detail: '', nextCheckAt: Infinity, held: false, recovered: false };
 
   constructor(private readonly health: LocalHealth | null) {}
 
@@ -62,9 +63,9 @@ export class TcpSilenceCheck {
     return now + Math.max(th.data.suspectAfterMs, MIN_CHECK_GAP_MS);
   }
 
-  /** Judge one sample taken now. The returned object is reused by the next call. */
+  /** Judge one sample taken now. The returned object is shared: read it before the next check() of any connection. */
   check(s: TcpInfoSample, now: number, th: Thresholds, q: number): TcpVerdict {
-    const v = this.out;
+    const v = out;
     v.reason = null;
     v.detail = '';
     v.held = false;

@@ -237,3 +237,56 @@ export function keepAliveGrace(
   const late = link.rtoMs * (2 ** k - 1) + link.srttMs;
   return { base, adaptive: Math.min(Math.max(base, late), capMs) };
 }
+
+/**
+ * Thresholds shared between connections whose inputs round to the same values, so a connection
+ * holds a reference, not its own copy (memory per idle connection). Rounding is upwards only:
+ * every threshold is monotone non-decreasing in q, RTT, RTO and the data rate (property-tested),
+ * so a shared entry is never faster than the exact one. One cache per settings (profile, budget,
+ * overrides, caps); treat entries as read-only.
+ */
+export class ThresholdCache {
+  private readonly map = new Map<string, Thresholds>();
+
+  constructor(
+    private readonly base: Omit<BudgetInputs, 'link' | 'keepAliveSeconds' | 'phase'>,
+    private readonly maxEntries = 10_000,
+  ) {}
+
+  get size(): number {
+    return this.map.size;
+  }
+
+  get(link: LinkView, keepAliveSeconds: number, phase: number): Thresholds {
+    const idle = this.base.overrides.idleSeconds ?? jitteredIdleSeconds(this.base.profile, phase);
+    const q = roundUpQ(link.qUpper);
+    const srtt = roundUp(link.srttMs, 10);
+    const rttvar = roundUp(link.rttvarMs, 10);
+    const rto = roundUp(link.rtoMs, 10);
+    const rate = link.dataSegsPerHour <= 60 ? 60 : 2 ** Math.ceil(Math.log2(link.dataSegsPerHour));
+    const key = `${q} ${srtt} ${rttvar} ${rto} ${rate} ${keepAliveSeconds} ${idle}`;
+    let th = this.map.get(key);
+    if (th === undefined) {
+      if (this.map.size >= this.maxEntries) this.map.clear();
+      th = deriveThresholds({
+        ...this.base,
+        link: { qUpper: q, srttMs: srtt, rttvarMs: rttvar, rtoMs: rto, dataSegsPerHour: rate },
+        keepAliveSeconds,
+        phase,
+        overrides: { ...this.base.overrides, idleSeconds: idle },
+      });
+      this.map.set(key, th);
+    }
+    return th;
+  }
+}
+
+const roundUp = (x: number, step: number): number => Math.ceil(x / step) * step;
+
+/** q rounded up onto a grid 5% apart (0 and 1 exact). */
+function roundUpQ(q: number): number {
+  if (!(q > 1e-9)) return q > 0 ? 1e-9 : 0;
+  if (q >= 1) return 1;
+  const k = Math.ceil(Math.log(q / 1e-9) / Math.log(1.05) - 1e-9);
+  return Math.min(1, 1e-9 * 1.05 ** k);
+}

@@ -30,3 +30,19 @@ export class FakeKernelSocket {
     return this;
   }
 }
+
+/** Heap bytes per object made by make(), measured around forced collections. */
+export async function heapBytesPer(count: number, make: (i: number) => unknown): Promise<number> {
+  const v8 = await import('node:v8');
+  const vm = await import('node:vm');
+  v8.setFlagsFromString('--expose-gc');
+  const gc = vm.runInNewContext('gc') as () => void;
+  const keep: unknown[] = new Array(count);
+  gc();
+  const before = process.memoryUsage().heapUsed;
+  for (let i = 0; i < count; i++) keep[i] = make(i);
+  gc();
+  const per = (process.memoryUsage().heapUsed - before) / count;
+  if (keep.length !== count) throw new Error('unreachable'); // keep `keep` alive past the second gc
+  return per;
+}
