@@ -178,8 +178,10 @@ export class LinkEstimate {
 
   private refreshBound(): void {
     const q0 = this.fleet.q();
+    // 10% moves: n = ceil(log b / log q) rarely changes for less, and a lossy link would
+    // otherwise pay the quantile on every sample.
     const material =
-      Math.abs(this.failures - this.boundFailures) >= 0.25 ||
+      Math.abs(this.failures - this.boundFailures) >= Math.max(0.25, 0.1 * this.boundFailures) ||
       Math.abs(this.trials - this.boundTrials) > 0.1 * this.boundTrials ||
       Math.abs(q0 - this.boundPrior) > 0.1 * this.boundPrior;
     if (!material) return;
