@@ -1,0 +1,207 @@
+/**
+ * Per-connection link estimate from TCP_INFO samples (read on the connection's timer, never per
+ * packet): the kernel's smoothed RTT and variance, and q, the probability that one transmission
+ * and its ACK fail (a lost segment or a lost answer). Pure: no I/O, times are Clock milliseconds.
+ *
+ * Evidence about q, between two samples whose silence has been resolved (the peer answered):
+ * - idle interval (no data either way): every segment out is a keep-alive probe and every segment
+ *   in its answer, so trials = probes sent, failures = probes - answers (measured on loopback:
+ *   proxy/test/tcp-options.test.ts);
+ * - data sent: retransmissions / data segments estimates the loss p of one direction (cumulative
+ *   ACKs hide most ACK losses), and a lone segment's round needs both directions, so it counts
+ *   as q = 1 - (1 - p)^2 per data segment (symmetric loss assumed).
+ * While an answer is still owed (probes out, or data unacknowledged past one RTO) nothing is
+ * committed: a dead peer must not teach its own estimate that the link is lossy and so postpone
+ * its own verdict. The evidence of a silence is counted once it ends with an answer.
+ *
+ * Posterior: Beta(w q0 + failures, w (1 - q0) + successes), q0 the fleet-wide prior, w its weight
+ * in pseudo-trials. Decisions use the upper credible bound (95%): little evidence -> conservative.
+ * Evidence decays with a half-life so a client that moves into poor coverage is followed.
+ */
+import betaQuantile from '@stdlib/stats-base-dists-beta-quantile';
+import type { TcpInfoSample } from './tcp-options.ts';
+
+export interface EstimateOptions {
+  /** Weight of the fleet prior, in pseudo-trials. */
+  priorWeight: number;
+  /** Credibility of the upper bound used for decisions. */
+  credibility: number;
+  /** Half-life of evidence, ms. */
+  halfLifeMs: number;
+}
+
+export const DEFAULT_ESTIMATE_OPTIONS: EstimateOptions = { priorWeight: 20, credibility: 0.95, halfLifeMs: 3_600_000 };
+
+/**
+ * The fleet-wide prior for q: the mean of the connections' own loss estimates (those with at
+ * least minTrials of evidence), blended with a conservative constant that counts as one
+ * connection, so a lone connection cannot make the prior optimistic for everyone. O(1) per update.
+ */
+export class FleetPrior {
+  private sum = 0;
+  private count = 0;
+
+  constructor(
+    readonly defaultQ = 0.05,
+    readonly minTrials = 30,
+    /** Never below this: a prior of exactly 0 would make the first contact with a lossy link deadly. */
+    readonly floorQ = 0.001,
+  ) {}
+
+  q(): number {
+    return Math.max(this.floorQ, (this.sum + this.defaultQ) / (this.count + 1));
+  }
+
+  get contributors(): number {
+    return this.count;
+  }
+
+  /** Replace one connection's contribution (NaN: none). */
+  replace(oldQ: number, newQ: number): void {
+    if (!Number.isNaN(oldQ)) {
+      this.sum -= oldQ;
+      this.count--;
+    }
+    if (!Number.isNaN(newQ)) {
+      this.sum += newQ;
+      this.count++;
+    }
+    if (this.count === 0) this.sum = 0; // no drift from float error
+  }
+}
+
+/** u32 counter difference, wrap-safe. */
+const delta = (now: number, before: number): number => (now - before) >>> 0;
+
+export class LinkEstimate {
+  srttMs = 0;
+  rttvarMs = 0;
+  rtoMs = 200;
+  /** Decayed evidence about q. */
+  trials = 0;
+  failures = 0;
+  /** Upper credible bound and mean of q (posterior with the fleet prior). */
+  qUpper = 0;
+  qMean = 0;
+  /** Data segments sent per hour (smoothed): the rate of possible data-in-flight episodes. */
+  dataSegsPerHour = 0;
+  /** Samples seen, and samples whose evidence was committed. */
+  samples = 0;
+  commits = 0;
+
+  // Counters at the last commit.
+  private baseAt = -1;
+  private baseSegsOut = 0;
+  private baseSegsIn = 0;
+  private baseDataOut = 0;
+  private baseDataIn = 0;
+  private baseRetrans = 0;
+  // What the bound was last computed from (it costs ~70 us: recomputed only on a material change).
+  private boundTrials = -1;
+  private boundFailures = -1;
+  private boundPrior = -1;
+  /** This connection's contribution to the fleet mean (NaN: none). */
+  private fleetShare = NaN;
+
+  constructor(
+    private readonly fleet: FleetPrior,
+    private readonly opts: EstimateOptions = DEFAULT_ESTIMATE_OPTIONS,
+  ) {
+    this.refreshBound();
+  }
+
+  /** Feed one sample. Returns true when qUpper or the RTT figures changed (thresholds to re-derive). */
+  update(s: TcpInfoSample, now: number): boolean {
+    const before = this.qUpper;
+    const rttBefore = this.srttMs + 4 * this.rttvarMs;
+    this.samples++;
+    this.srttMs = s.rttUs / 1000;
+    this.rttvarMs = s.rttvarUs / 1000;
+    if (s.rtoUs > 0 && s.backoff === 0) this.rtoMs = s.rtoUs / 1000; // the un-backed-off RTO
+    if (this.baseAt < 0) {
+      this.rebase(s, now);
+    } else if (!answerOwed(s, this.rtoMs)) {
+      this.commit(s, now);
+    }
+    this.refreshBound();
+    return this.qUpper !== before || Math.abs(this.srttMs + 4 * this.rttvarMs - rttBefore) > 0.2 * rttBefore + 5;
+  }
+
+  /** The connection ended: withdraw its share of the fleet prior. */
+  close(): void {
+    this.fleet.replace(this.fleetShare, NaN);
+    this.fleetShare = NaN;
+  }
+
+  private commit(s: TcpInfoSample, now: number): void {
+    const dataOut = delta(s.dataSegsOut, this.baseDataOut);
+    const dataIn = delta(s.dataSegsIn, this.baseDataIn);
+    const segsOut = delta(s.segsOut, this.baseSegsOut);
+    const segsIn = delta(s.segsIn, this.baseSegsIn);
+    const retrans = delta(s.totalRetrans, this.baseRetrans);
+    const elapsed = now - this.baseAt;
+    let trials = 0;
+    let failures = 0;
+    if (dataOut > 0) {
+      const p = Math.min(1, retrans / dataOut);
+      trials = dataOut;
+      failures = dataOut * (1 - (1 - p) * (1 - p));
+    } else if (dataIn === 0 && segsOut > 0) {
+      trials = segsOut;
+      failures = Math.max(0, segsOut - segsIn);
+    }
+    if (elapsed > 0) {
+      const decay = Math.pow(2, -elapsed / this.opts.halfLifeMs);
+      this.trials = this.trials * decay + trials;
+      this.failures = this.failures * decay + failures;
+      const rate = (dataOut * 3_600_000) / elapsed;
+      const w = Math.min(1, elapsed / 60_000); // about a minute of smoothing
+      this.dataSegsPerHour += w * (rate - this.dataSegsPerHour);
+    }
+    this.commits++;
+    this.rebase(s, now);
+    const share = this.trials >= this.fleet.minTrials ? this.failures / this.trials : NaN;
+    if (!(Number.isNaN(share) && Number.isNaN(this.fleetShare)) && share !== this.fleetShare) {
+      this.fleet.replace(this.fleetShare, share);
+      this.fleetShare = share;
+    }
+  }
+
+  private rebase(s: TcpInfoSample, now: number): void {
+    this.baseAt = now;
+    this.baseSegsOut = s.segsOut;
+    this.baseSegsIn = s.segsIn;
+    this.baseDataOut = s.dataSegsOut;
+    this.baseDataIn = s.dataSegsIn;
+    this.baseRetrans = s.totalRetrans;
+  }
+
+  private refreshBound(): void {
+    const q0 = this.fleet.q();
+    // 10% moves: n = ceil(log b / log q) rarely changes for less, and a lossy link would
+    // otherwise pay the quantile on every sample.
+    const material =
+      Math.abs(this.failures - this.boundFailures) >= Math.max(0.25, 0.1 * this.boundFailures) ||
+      Math.abs(this.trials - this.boundTrials) > 0.1 * this.boundTrials ||
+      Math.abs(q0 - this.boundPrior) > 0.1 * this.boundPrior;
+    if (!material) return;
+    this.boundTrials = this.trials;
+    this.boundFailures = this.failures;
+    this.boundPrior = q0;
+    const w = this.opts.priorWeight;
+    const a = w * q0 + this.failures;
+    const b = w * (1 - q0) + Math.max(0, this.trials - this.failures);
+    this.qMean = a / (a + b);
+    this.qUpper = betaQuantile(this.opts.credibility, a, b);
+  }
+}
+
+/**
+ * Whether the peer owes an answer right now: probes out with nothing queued (keep-alive
+ * probing; with bytes queued behind a zero window they are window probes, answered or not),
+ * or data unacknowledged for longer than one RTO.
+ */
+export function answerOwed(s: TcpInfoSample, rtoMs: number): boolean {
+  if (s.unacked > 0) return s.lastAckRecvMs > rtoMs;
+  return s.probes > 0 && s.notsentBytes === 0;
+}

@@ -1,0 +1,105 @@
+import t from 'tap';
+import fc from 'fast-check';
+import { ManualClock } from '../src/liveness/clock.ts';
+import { ConnectionLiveness, newLivenessShared, phaseOf, type LivenessSettings } from '../src/liveness/connection-liveness.ts';
+import { FleetPrior } from '../src/liveness/link-estimate.ts';
+import { LocalHealth } from '../src/liveness/local-health.ts';
+import { PROFILES } from '../src/liveness/verdict-budget.ts';
+import { FakeKernelSocket, heapBytesPer } from './helpers/tcp-sample.ts';
+
+const settings: LivenessSettings = {
+  profile: PROFILES.balanced,
+  falseDeathBudget: 1e-4,
+  overrides: {},
+  adaptive: true,
+  maxHoldMs: 30_000,
+  maxDeadMs: 120_000,
+  thinLinear: false,
+  rtoMaxApplied: true,
+};
+
+t.test('phaseOf spreads connection numbers over [0, 1)', (t) => {
+  fc.assert(fc.property(fc.integer(), (id) => phaseOf(id) >= 0 && phaseOf(id) < 1));
+  const idles = new Set(Array.from({ length: 100 }, (_, i) => new ConnectionLiveness(settings, newLivenessShared(settings, new FleetPrior(), null), phaseOf(i)).kernelSettings().idleSeconds));
+  t.same([...idles].sort(), [5, 6], 'consecutive connections get both idle values');
+  t.end();
+});
+
+t.test('a lossy link is learnt from the timer\'s samples and the verdict gets patient; a clean fleet keeps today\'s speed', (t) => {
+  const clock = new ManualClock();
+  const fleet = new FleetPrior();
+  for (let i = 0; i < 100; i++) fleet.replace(NaN, 0); // a clean fleet
+  const shared = newLivenessShared(settings, fleet, new LocalHealth());
+  const clean = new ConnectionLiveness(settings, shared, 0);
+  const lossy = new ConnectionLiveness(settings, shared, 0);
+  t.equal(clean.thresholds.idle.n, 3);
+  t.equal(lossy.thresholds.idle.n, 3, 'nothing known about this link yet: the fleet says clean');
+  const kc = new FakeKernelSocket();
+  const kl = new FakeKernelSocket();
+  clean.onSample(kc.s, 0);
+  lossy.onSample(kl.s, 0);
+  for (let i = 0; i < 60; i++) {
+    clock.advance(6000);
+    clean.onSample(kc.probes(1, 1).s, clock.now());
+    // 20% loss each way: about one round in three fails.
+    lossy.onSample(kl.probes(3, 2).s, clock.now());
+  }
+  // One lossy link among 101 raises the fleet prior a little; an hour of clean evidence brings n back to 3.
+  t.ok(clean.thresholds.idle.n <= 4, `clean: n = ${clean.thresholds.idle.n}`);
+  t.ok(lossy.thresholds.idle.n >= 16, `lossy: n = ${lossy.thresholds.idle.n}`);
+  t.equal(lossy.thresholds.keepAliveGraceMs, 0, 'no keep-alive known yet');
+  lossy.setKeepAlive(60);
+  t.same(lossy.keepAliveSilenceMs(), { suspectAfterMs: 62_000, deadAfterMs: 90_000 });
+  clean.setKeepAlive(60);
+  t.same(clean.keepAliveSilenceMs(), { suspectAfterMs: 62_000, deadAfterMs: 62_000 }, 'frozen client on a clean link: KA + 2 s');
+  const snap = lossy.snapshot();
+  t.equal(snap.state, 'alive');
+  t.equal(snap.link.samples, 61);
+  t.ok(snap.link.loss > 0.3 && snap.link.loss < 0.45, `loss bound ${snap.link.loss}`);
+  t.equal(snap.deadlines.probes, lossy.thresholds.idle.n);
+  clean.close();
+  lossy.close();
+  t.equal(fleet.contributors, 100, 'both shares withdrawn');
+  t.end();
+});
+
+t.test('adaptive off: the profile and overrides exactly, whatever the link shows', (t) => {
+  const fixed = { ...settings, adaptive: false, overrides: { count: 4 } };
+  const c = new ConnectionLiveness(fixed, newLivenessShared(fixed, new FleetPrior(), null), 0.5);
+  const k = new FakeKernelSocket();
+  c.onSample(k.s, 0);
+  c.onSample(k.probes(10, 2).s, 6000);
+  t.equal(c.estimate, null);
+  t.equal(c.thresholds.idle.n, 4);
+  t.equal(c.snapshot().link.loss, 0);
+  t.end();
+});
+
+t.test('a pulled cable through the facade: write, samples on the timer, tcp_user_timeout at the floor', (t) => {
+  const clock = new ManualClock();
+  const c = new ConnectionLiveness(settings, newLivenessShared(settings, new FleetPrior(), new LocalHealth()), 0);
+  const k = new FakeKernelSocket();
+  c.onSample(k.s, 0);
+  clock.advance(30_000);
+  let at = c.onWrite(clock.now());
+  t.ok(at > clock.now() && at < clock.now() + 1000);
+  let v;
+  let retransmits = 0;
+  do {
+    clock.advance(at - clock.now());
+    retransmits = Math.floor((clock.now() - 30_000) / 1000);
+    v = c.onSample(k.set({ unacked: 1, retransmits, lastAckRecvMs: clock.now() }).s, clock.now());
+    at = v.nextCheckAt;
+  } while (v.state !== 'dead' && clock.now() < 200_000);
+  t.equal(v.reason, 'tcp_user_timeout');
+  t.ok(clock.now() - 30_000 >= c.thresholds.data.deadAfterMs, 'never before the threshold');
+  t.ok(clock.now() - 30_000 <= c.thresholds.data.deadAfterMs + 1000, `within one interval of it: ${clock.now() - 30_000} ms`);
+  t.end();
+});
+
+t.test('memory: one connection\'s whole model (estimate, thresholds, state machine)', async (t) => {
+  const shared = newLivenessShared(settings, new FleetPrior(), null);
+  const per = await heapBytesPer(10_000, (i) => new ConnectionLiveness(settings, shared, phaseOf(i)));
+  t.ok(per > 100 && per < 500, `${per.toFixed(0)} bytes per connection`);
+  t.equal(shared.thresholds.size, 2, 'idle 5 or 6 s on a fresh link: two shared threshold sets');
+});
