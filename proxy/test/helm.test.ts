@@ -219,7 +219,7 @@ for (const set of SETS) {
         t.equal(w.spec.replicas, 1, 'one broker pod');
         t.ok(names.includes('mosquitto'));
         const mosquitto = pod.containers.find((c) => c.name === 'mosquitto')!;
-        t.match(mosquitto.image, /^eclipse-mosquitto:|^eclipse-mosquitto@/);
+        t.match(mosquitto.image, /^([^/]+\/)*eclipse-mosquitto[:@]/, 'the eclipse-mosquitto image (behind image.registry if set)');
         t.same(mosquitto.command, ['/usr/sbin/mosquitto', '-c', '/mosquitto/config/mosquitto.conf']);
         t.notOk(mosquitto.ports?.length, 'Mosquitto exposes no port: clients go through the proxy');
         if (values.proxy?.nativeSidecar) {
