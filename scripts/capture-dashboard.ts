@@ -18,7 +18,9 @@ import type { PanelData, PanelsFile } from './figure-panels.ts';
 
 const OUT = path.join(ROOT, 'docs/results/dashboard-panels.json');
 const RATE_INTERVAL = '10s';
-const DURATION_S = 100;
+const DURATION_S = 120;
+/** Keep-alives of the frozen clients, in turn: the proxy's deadline is keep-alive + 2 s, the broker's 1.5 x keep-alive. */
+const FROZEN_KEEPALIVES = [10, 20, 30];
 /** Panels drawn: [title, type] (two panels are called "Open connections"). */
 const PANELS: Array<[string, string]> = [
   ['Open connections', 'timeseries'],
@@ -44,7 +46,7 @@ const cleanup: Array<() => unknown> = [() => prom.stop(), () => proxy.stop(), ()
 try {
   await eventually('the first scrape', async () => ((await prom.query('mqtt_liveness_build_info'))?.length ?? 0) > 0, 30_000, prom.logTail);
   const start = Math.floor(Date.now() / 1000);
-  console.log(`Scenario for ${DURATION_S} s: 5 subscribers, a publisher at 5 msg/s, a frozen client every 10 s (keep-alive 2 to 5 s), a CONNECT refused every 15 s; a progress line every 10 s.`);
+  console.log(`Scenario for ${DURATION_S} s: 5 subscribers, a publisher at 5 msg/s, a frozen client every 10 s (keep-alive ${FROZEN_KEEPALIVES.join(', ')} s in turn), a CONNECT refused every 15 s; a progress line every 10 s.`);
   const clients: mqtt.MqttClient[] = [];
   for (let i = 0; i < 5; i++) {
     const c = await mqtt.connectAsync(proxy.url, { clientId: `fig-sub-${i}`, keepalive: 30, reconnectPeriod: 0, protocolVersion: i % 2 ? 5 : 4 });
@@ -57,9 +59,9 @@ try {
   const frozen: RawClient[] = [];
   let verdictsBefore = proxy.closes.filter((e) => e.liveness).length;
   for (let s = 0; s < DURATION_S; s++) {
-    if (s % 10 === 2 && s < DURATION_S - 15) {
+    if (s % 10 === 2 && s < DURATION_S - 40) {
       const raw = await RawClient.connect(proxy.port);
-      raw.write(connectFrame({ clientId: `fig-frozen-${s}`, keepalive: 2 + ((s / 10) | 0) % 4, will: { topic: 'fig/will', payload: 'gone' } }));
+      raw.write(connectFrame({ clientId: `fig-frozen-${s}`, keepalive: FROZEN_KEEPALIVES[((s / 10) | 0) % FROZEN_KEEPALIVES.length]!, will: { topic: 'fig/will', payload: 'gone' } }));
       frozen.push(raw);
     }
     if (s % 15 === 5) {
@@ -102,7 +104,7 @@ try {
   const file: PanelsFile = {
     date: new Date(start * 1000).toISOString(),
     command: 'npm run figures:capture',
-    scenario: `${DURATION_S} s: 5 subscribers, a publisher at 5 msg/s, a frozen client (keep-alive 2-5 s) every 10 s, a CONNECT refused every 15 s.`,
+    scenario: `${DURATION_S} s: 5 subscribers, a publisher at 5 msg/s, a frozen client every 10 s (keep-alive ${FROZEN_KEEPALIVES.join(', ')} s in turn), a CONNECT refused every 15 s.`,
     rateInterval: RATE_INTERVAL,
     start,
     end,

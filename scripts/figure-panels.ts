@@ -90,8 +90,8 @@ export function panelsSvg(data: PanelsFile): string {
   const out = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="DejaVu Sans, Arial, sans-serif">`];
   out.push(`<rect width="${W}" height="${H}" fill="#111217"/>`);
   out.push(`<text x="12" y="24" fill="#ccccdc" font-size="16" font-weight="bold">MQTT liveness proxy dashboard: key panels from a real Prometheus scrape</text>`);
-  out.push(`<text x="12" y="46" fill="#9fa7b3" font-size="11">Scenario (${esc(data.command)}, ${esc(data.date.slice(0, 10))}): ${esc(data.scenario)}</text>`);
-  out.push(`<text x="12" y="64" fill="#9fa7b3" font-size="11">The dashboard's own queries, variables All, $__rate_interval = ${esc(data.rateInterval)}. Short keep-alives: little advantage over the broker (1.5 x keep-alive).</text>`);
+  out.push(`<text x="12" y="46" fill="#9fa7b3" font-size="11">Scenario: ${esc(data.scenario)}</text>`);
+  out.push(`<text x="12" y="64" fill="#9fa7b3" font-size="11">${esc(data.command)}, ${esc(data.date.slice(0, 10))}: the dashboard's own queries, variables All, $__rate_interval = ${esc(data.rateInterval)}.</text>`);
   data.panels.forEach((p, i) => {
     out.push(panel(p, 10 + (i % cols) * (pw + 10), top + Math.floor(i / cols) * (ph + 10), pw, ph, data.start, data.end));
   });
