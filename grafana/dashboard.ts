@@ -14,8 +14,12 @@ import * as timeseries from '@grafana/grafana-foundation-sdk/timeseries';
 export const DASHBOARD_UID = 'mqtt-liveness-proxy';
 
 const DS: { type: string; uid: string } = { type: 'prometheus', uid: '${datasource}' };
-/** The matchers every selector carries. */
-const SEL = 'job=~"$job", instance=~"$instance"';
+/**
+ * The matchers every selector carries. Every release is scraped as
+ * job="mqtt-liveness-proxy" (the chart's ServiceMonitor), so the namespace
+ * (and the instance, for two releases in one namespace) is what tells them apart.
+ */
+const SEL = 'namespace=~"$namespace", job=~"$job", instance=~"$instance"';
 /** Reasons that are liveness verdicts (proxy/src/liveness/reasons.ts LIVENESS_REASONS). */
 const VERDICT_REASONS = 'keepalive_timeout|tcp_keepalive|tcp_user_timeout|send_stall';
 
@@ -165,8 +169,9 @@ export function buildDashboard(): dashboard.Dashboard {
         .builtIn(1),
     )
     .withVariable(new dashboard.DatasourceVariableBuilder('datasource').label('Data source').type('prometheus').regex('').current({ selected: true, text: 'default', value: 'default' }))
-    .withVariable(variable('job', 'Job', 'label_values(mqtt_liveness_build_info, job)', 'Prometheus job of the proxies.'))
-    .withVariable(variable('instance', 'Instance', 'label_values(mqtt_liveness_build_info{job=~"$job"}, instance)', 'Proxy instances.'))
+    .withVariable(variable('namespace', 'Namespace', 'label_values(mqtt_liveness_build_info, namespace)', 'Kubernetes namespace of the proxies (the namespace label of the scrape; series without one match All).'))
+    .withVariable(variable('job', 'Job', 'label_values(mqtt_liveness_build_info{namespace=~"$namespace"}, job)', 'Prometheus job of the proxies.'))
+    .withVariable(variable('instance', 'Instance', 'label_values(mqtt_liveness_build_info{namespace=~"$namespace", job=~"$job"}, instance)', 'Proxy instances (pods).'))
     .withVariable(
       variable('reason', 'Verdict reason', `label_values(mqtt_liveness_detection_latency_seconds_bucket{${SEL}}, reason)`, 'Liveness verdict reasons (one latency heatmap each).'),
     );

@@ -11,6 +11,7 @@ import { startApp } from './app.ts';
 import { VERSION } from './package.ts';
 import { runStatus } from './admin/status.ts';
 import { Reloader } from './config/watch.ts';
+import { describeStartupError } from './startup-error.ts';
 
 const USAGE = `Usage:
   mqtt-liveness-proxy [options]            run the proxy (and the bundled broker)
@@ -130,8 +131,7 @@ async function run(argv: string[]): Promise<number> {
 run(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err: unknown) => {
-    const message = err instanceof Error ? err.message : String(err);
-    process.stderr.write(`mqtt-liveness-proxy: ${message}\n`);
+    process.stderr.write(`mqtt-liveness-proxy: ${describeStartupError(err)}\n`);
     process.exit(err instanceof ConfigError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS') ? 2 : 1);
   },
 );

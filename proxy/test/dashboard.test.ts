@@ -2,7 +2,7 @@
  * The Grafana dashboard: the committed grafana/mqtt-liveness-proxy.json is
  * what grafana/dashboard.ts generates (and the chart's copy is the same), and
  * it passes dashboard-linter style rules: a datasource variable used by every
- * panel and query, job/instance variables and matchers on every selector,
+ * panel and query, namespace/job/instance variables and matchers on every selector,
  * $__rate_interval in every rate, _total only inside rate/increase, _bucket
  * only inside histogram_quantile or heatmap-format queries, a unit and a
  * description on every panel, metric names from docs/METRICS-CONTRACT.md.
@@ -73,14 +73,16 @@ t.test('variables', async (t) => {
   const ds = vars.get('datasource');
   t.equal(ds?.type, 'datasource', 'a datasource variable');
   t.equal(ds?.query, 'prometheus');
-  for (const name of ['job', 'instance']) {
+  t.same(dashboard.templating.list.map((v) => v.name).slice(0, 4), ['datasource', 'namespace', 'job', 'instance'], 'namespace, job, instance: each narrows the next');
+  for (const name of ['namespace', 'job', 'instance']) {
     const v = vars.get(name);
     t.equal(v?.type, 'query', `${name} variable`);
     t.equal(v?.datasource?.uid, '${datasource}', `${name} uses the datasource variable`);
     t.ok(v?.multi && v.includeAll && v.allValue === '.*', `${name}: multi, All = .*`);
   }
-  t.match((vars.get('job')?.query as { query: string }).query, /^label_values\(mqtt_liveness_build_info, job\)$/);
-  t.match((vars.get('instance')?.query as { query: string }).query, /^label_values\(mqtt_liveness_build_info\{job=~"\$job"\}, instance\)$/);
+  t.match((vars.get('namespace')?.query as { query: string }).query, /^label_values\(mqtt_liveness_build_info, namespace\)$/);
+  t.match((vars.get('job')?.query as { query: string }).query, /^label_values\(mqtt_liveness_build_info\{namespace=~"\$namespace"\}, job\)$/);
+  t.match((vars.get('instance')?.query as { query: string }).query, /^label_values\(mqtt_liveness_build_info\{namespace=~"\$namespace", job=~"\$job"\}, instance\)$/);
   for (const p of panels) if (p.repeat) t.ok(vars.has(p.repeat), `${p.title}: repeats over an existing variable`);
 });
 
@@ -105,13 +107,14 @@ t.test('every panel: datasource variable, unit, description, queries', async (t)
 });
 
 function lintExpr(t: Test, expr: string, p: Panel, target: Target, id: string): void {
-  // Every selector names a metric and carries the job and instance matchers.
+  // Every selector names a metric and carries the namespace, job and instance matchers.
   const names = [...expr.matchAll(METRIC)];
   t.ok(names.length > 0, `${id}: uses a metric`);
   for (const m of names) {
     const after = expr.slice(m.index! + m[0].length);
     const selector = /^\{([^}]*)\}/.exec(after);
     t.ok(selector, `${id}: ${m[0]} has a label selector`);
+    t.match(selector?.[1] ?? '', /(^|, )namespace=~"\$namespace"(,|$)/, `${id}: ${m[0]} has namespace=~"$namespace"`);
     t.match(selector?.[1] ?? '', /(^|, )job=~"\$job"(,|$)/, `${id}: ${m[0]} has job=~"$job"`);
     t.match(selector?.[1] ?? '', /(^|, )instance=~"\$instance"(,|$)/, `${id}: ${m[0]} has instance=~"$instance"`);
     const base = m[0].replace(/_(bucket|sum|count)$/, '');
@@ -153,5 +156,5 @@ t.test('every query parses (promtool check rules)', async (t) => {
 
 /** Grafana's variables as the data test substitutes them (All = .*). */
 function substitute(expr: string): string {
-  return expr.replaceAll('$__rate_interval', '1m').replaceAll('$job', '.*').replaceAll('$instance', '.*').replaceAll('$reason', '.*');
+  return expr.replaceAll('$__rate_interval', '1m').replaceAll('$namespace', '.*').replaceAll('$job', '.*').replaceAll('$instance', '.*').replaceAll('$reason', '.*');
 }

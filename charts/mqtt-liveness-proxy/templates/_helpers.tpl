@@ -51,12 +51,18 @@ app.kubernetes.io/part-of: mqtt-liveness-proxy
 {{- end -}}
 {{- end -}}
 
+{{/* registry/repository:tag or @digest; global.imageRegistry wins over image.registry. */}}
 {{- define "mlp.image" -}}
 {{- $tag := default .root.Chart.AppVersion .image.tag | toString -}}
+{{- $registry := ((.root.Values.global | default dict).imageRegistry | default .image.registry) | default "" | trimSuffix "/" -}}
+{{- $repository := .image.repository -}}
+{{- if $registry -}}
+{{- $repository = printf "%s/%s" $registry .image.repository -}}
+{{- end -}}
 {{- if .image.digest -}}
-{{- printf "%s@%s" .image.repository .image.digest -}}
+{{- printf "%s@%s" $repository .image.digest -}}
 {{- else -}}
-{{- printf "%s:%s" .image.repository $tag -}}
+{{- printf "%s:%s" $repository $tag -}}
 {{- end -}}
 {{- end -}}
 
@@ -94,6 +100,38 @@ app.kubernetes.io/part-of: mqtt-liveness-proxy
 {{- toYaml $c -}}
 {{- end -}}
 
+{{/*
+The part of the proxy configuration that the proxy cannot apply by reloading
+its file (docs/operations.md): its hash rolls the pod. Everything else
+(keepAlive, rules, tcp, limits, logLevel, ...) is reloaded from the mounted
+file within about a minute, so changing it restarts nothing, not the broker.
+*/}}
+{{- define "mlp.proxyRestartConfig" -}}
+{{- $c := .Values.proxy.config | default dict -}}
+{{- $probes := omit ($c.probes | default dict) "onBrokerDown" "upstreamProbeIdle" "upstreamProbeTimeout" -}}
+{{- $restart := dict "adminToken" ($c.adminToken | default "") "events" ($c.events | default dict) "probes" $probes "upstream" .Values.proxy.upstream -}}
+{{- toYaml $restart -}}
+{{- end -}}
+
+{{/* Environment variables from proxy.existingSecret (MLP_ + key path, as the proxy reads them). */}}
+{{- define "mlp.proxySecretEnv" -}}
+{{- $s := .Values.proxy.existingSecret -}}
+{{- if and $s.name $s.adminTokenKey }}
+- name: MLP_ADMIN_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ $s.name }}
+      key: {{ $s.adminTokenKey }}
+{{- end }}
+{{- if and $s.name $s.probesPasswordKey }}
+- name: MLP_PROBES__PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $s.name }}
+      key: {{ $s.probesPasswordKey }}
+{{- end }}
+{{- end -}}
+
 {{/* "true" when the proxy configuration holds secrets and goes into a Secret. */}}
 {{- define "mlp.proxyConfigIsSecret" -}}
 {{- $c := .Values.proxy.config | default dict -}}
@@ -107,6 +145,8 @@ app.kubernetes.io/part-of: mqtt-liveness-proxy
 # Loopback only: clients cannot bypass the proxy.
 per_listener_settings false
 listener {{ int .Values.broker.port }} 127.0.0.1
+# Without it, small packets wait for Nagle's algorithm (40 ms stalls, BENCHMARKS.md).
+set_tcp_nodelay true
 {{- if .Values.broker.auth.enabled }}
 allow_anonymous false
 password_file /mosquitto/auth/{{ .Values.broker.auth.secretKey }}
@@ -147,6 +187,19 @@ log_timestamp true
 {{- end -}}
 {{- if and .Values.broker.auth.enabled .Values.broker.livenessProbe.enabled -}}
 {{- fail "broker.livenessProbe subscribes anonymously to $SYS: it cannot be used with broker.auth.enabled" -}}
+{{- end -}}
+{{- $es := .Values.proxy.existingSecret -}}
+{{- if and $es.name (not $es.adminTokenKey) (not $es.probesPasswordKey) -}}
+{{- fail "proxy.existingSecret.name needs adminTokenKey and/or probesPasswordKey (the keys of that Secret to use)" -}}
+{{- end -}}
+{{- if and (or $es.adminTokenKey $es.probesPasswordKey) (not $es.name) -}}
+{{- fail "proxy.existingSecret.adminTokenKey/probesPasswordKey need proxy.existingSecret.name" -}}
+{{- end -}}
+{{- if and $es.name $es.adminTokenKey (.Values.proxy.config | default dict).adminToken -}}
+{{- fail "set the admin token either in proxy.config.adminToken or in proxy.existingSecret, not both" -}}
+{{- end -}}
+{{- if and $es.name $es.probesPasswordKey $probes.password -}}
+{{- fail "set the canary password either in proxy.config.probes.password or in proxy.existingSecret, not both" -}}
 {{- end -}}
 {{- if and .Values.proxy.tls.enabled (not .Values.proxy.tls.secretName) -}}
 {{- fail "proxy.tls.enabled needs proxy.tls.secretName (a kubernetes.io/tls Secret)" -}}

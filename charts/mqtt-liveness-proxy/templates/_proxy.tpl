@@ -14,8 +14,18 @@
     {{- with $v.proxy.extraArgs }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
-  {{- with $v.proxy.env }}
+  {{- $secretEnv := include "mlp.proxySecretEnv" .root }}
+  {{- if or $v.proxy.env $secretEnv }}
   env:
+    {{- with $secretEnv }}
+    {{- . | nindent 4 }}
+    {{- end }}
+    {{- with $v.proxy.env }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  {{- end }}
+  {{- with $v.proxy.envFrom }}
+  envFrom:
     {{- toYaml . | nindent 4 }}
   {{- end }}
   ports:
@@ -60,5 +70,8 @@
     - name: tls
       mountPath: /etc/mqtt-liveness-proxy/tls
       readOnly: true
+    {{- end }}
+    {{- with $v.proxy.extraVolumeMounts }}
+    {{- toYaml . | nindent 4 }}
     {{- end }}
 {{- end -}}

@@ -36,6 +36,8 @@ export interface ActiveTarget {
 export interface StartPrometheusOptions {
   /** HOST:PORT of each target, scraped at /metrics as job mqtt-liveness-proxy. */
   targets: string[];
+  /** More targets of the same job with extra labels each (e.g. a namespace per proxy, as Kubernetes discovery adds). */
+  labelledTargets?: Array<{ target: string; labels: Record<string, string> }>;
   /** Scrape (and evaluation) interval, also the scrape timeout; default 1s. */
   scrapeInterval?: string;
   /** Prefix of the temporary folder; default mlp-prometheus-. */
@@ -103,6 +105,10 @@ export async function startPrometheus(options: StartPrometheusOptions): Promise<
     '    metrics_path: /metrics',
     '    static_configs:',
     `      - targets: [${options.targets.map((t) => `'${t}'`).join(', ')}]`,
+    ...(options.labelledTargets ?? []).flatMap((g) => [
+      `      - targets: ['${g.target}']`,
+      `        labels: {${Object.entries(g.labels).map(([k, v]) => `${k}: '${v}'`).join(', ')}}`,
+    ]),
     '',
   ].join('\n'));
   // Killed if the test process dies first (tap's timeout): no Prometheus left behind.
