@@ -8,12 +8,12 @@
  * Will. Another subscriber on the same topic keeps receiving throughout.
  */
 import t from 'tap';
-import { createRequire } from 'node:module';
 import type net from 'node:net';
 import mqttPacket from 'mqtt-packet';
 import { startMosquitto } from './helpers/mosquitto.ts';
 import { startProxy } from './helpers/proxy.ts';
 import { connectClient, connectFrame, eventually, RawClient, sleep } from './helpers/clients.ts';
+import { shrinkReceiveBuffer } from './helpers/sockopt.ts';
 import type { Connection } from '../src/relay/connection.ts';
 
 const SEND_TIMEOUT_S = 2;
@@ -23,22 +23,6 @@ const WINDOW_MS = 500;
 const CHUNK = 64 * 1024;
 const MB = 1024 * 1024;
 const mb = (n: number): string => `${(n / MB).toFixed(1)} MB`;
-
-/** SO_RCVBUF on a socket through koffi (as tcp-options.ts does), to make the stall come sooner. */
-function shrinkReceiveBuffer(socket: net.Socket, bytes: number): string {
-  try {
-    const koffi = createRequire(import.meta.url)('koffi') as typeof import('koffi').default;
-    const libc = koffi.load('libc.so.6');
-    const setsockopt = libc.func('int setsockopt(int fd, int level, int optname, const void *optval, uint32_t optlen)');
-    const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
-    if (fd < 0) return 'no fd';
-    const SOL_SOCKET = 1;
-    const SO_RCVBUF = 8;
-    return setsockopt(fd, SOL_SOCKET, SO_RCVBUF, new Int32Array([bytes]), 4) === 0 ? `SO_RCVBUF ${bytes}` : 'setsockopt failed';
-  } catch (err) {
-    return `koffi unavailable: ${(err as Error).message}`;
-  }
-}
 
 const broker = await startMosquitto();
 const proxy = await startProxy(broker.port, {
