@@ -141,6 +141,8 @@ t.test('SIGSTOP/SIGCONT: /readyz and broker_up follow the broker; onBrokerDown c
 });
 
 t.test('a broker that is not there yet: 503 with the reason, ready once it listens', async (t) => {
+  // Reserved for this process: refused until Mosquitto binds it below, and no test running in
+  // parallel can be given it meanwhile.
   const port = await freePort();
   const proxy = await startProxy(port, { probes: { interval: INTERVAL, timeout: TIMEOUT } });
   let broker: Mosquitto | null = null;
