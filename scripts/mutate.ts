@@ -87,6 +87,28 @@ const BREAKAGES: Breakage[] = [
       '  end(reason: Reason, detail: string | null): void {\n    if (this.reason !== null) return;\n    this.setReason(reason, detail);\n    this.finish();\n']],
     tests: ['proxy/test/verdict-order.test.ts'],
   },
+  // Beyond the issue's six: the cleanup and backpressure paths that issue 16 point 3 added tests for.
+  {
+    name: 'client-backpressure',
+    what: 'the proxy keeps reading from a client while the broker side does not take bytes',
+    file: CONNECTION,
+    edits: [['    if (!this.upstream.write(bytes)) this.client.pause();', '    this.upstream.write(bytes);']],
+    tests: ['proxy/test/backpressure.test.ts'],
+  },
+  {
+    name: 'refusal-cut',
+    what: 'a refused client that never reads nor closes keeps its socket',
+    file: CONNECTION,
+    edits: [['    // A client that never reads its CONNACK must not hold the socket.\n    this.cutLater(2000);', '    // A client that never reads its CONNACK must not hold the socket.']],
+    tests: ['proxy/test/lingering.test.ts'],
+  },
+  {
+    name: 'linger-cut',
+    what: 'a half-closed connection whose other side never finishes is kept',
+    file: CONNECTION,
+    edits: [['    this.cutLater(LINGER_MS);', '    void LINGER_MS;']],
+    tests: ['proxy/test/lingering.test.ts', 'proxy/test/shutdown.test.ts'],
+  },
 ];
 
 // ---- the run -------------------------------------------------------------------
