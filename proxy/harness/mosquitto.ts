@@ -4,13 +4,14 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { findExecutable } from '../src/broker/supervisor.ts';
-import { listen } from '../src/net/listen.ts';
 import { waitForPort } from '../src/net/tcp-probe.ts';
 import { spawnCaptured } from './child.ts';
+import { reservedPort } from './ports.ts';
+
+export { closedPort } from './ports.ts';
 
 export interface Mosquitto {
   host: string;
@@ -22,19 +23,32 @@ export interface Mosquitto {
   stop(): Promise<void>;
 }
 
-/** A port free on `host` now (the kernel picks it; closed again at once). */
+/**
+ * A port for a server of this test: reserved for the life of this process
+ * (see ports.ts), so a test file running in parallel is never given it, even
+ * between restarts on it. Async for the callers written before the reservation.
+ */
 export async function freePort(host = '127.0.0.1'): Promise<number> {
-  const s = net.createServer();
-  const { port } = await listen(s, { host, port: 0 });
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
+  return reservedPort(host);
 }
 
 export async function startMosquitto(options: { host?: string; port?: number; extraConfig?: string[] } = {}): Promise<Mosquitto> {
   const binary = findExecutable('mosquitto');
   if (!binary) throw new Error('mosquitto is not installed (apt-get install -y mosquitto mosquitto-clients)');
   const host = options.host ?? '127.0.0.1';
-  const port = options.port ?? (await freePort(host));
+  // A port given by the caller is tried once; a port of our own is retried on EADDRINUSE
+  // (it cannot be taken while reserved, but a process outside the tests may bind anything).
+  for (let attempt = 1; ; attempt++) {
+    const port = options.port ?? (await freePort(host));
+    try {
+      return await launch(binary, host, port, options.extraConfig ?? []);
+    } catch (err) {
+      if (options.port !== undefined || attempt >= 3 || !/Address already in use/i.test((err as Error).message)) throw err;
+    }
+  }
+}
+
+async function launch(binary: string, host: string, port: number, extraConfig: string[]): Promise<Mosquitto> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'mlp-mosquitto-'));
   const conf = path.join(dir, 'mosquitto.conf');
   // A log file, not stdout: Mosquitto's stdout to a pipe is block-buffered.
@@ -49,29 +63,36 @@ export async function startMosquitto(options: { host?: string; port?: number; ex
     `log_dest file ${logFile}`,
     'log_type all',
     'connection_messages true',
-    ...(options.extraConfig ?? []),
+    ...extraConfig,
     '',
   ].join('\n'));
+  const readLog = (): string => {
+    try {
+      return readFileSync(logFile, 'utf8');
+    } catch {
+      return '';
+    }
+  };
   // Killed if the test process dies first (tap's timeout): no broker left behind.
   const { proc, output, exited } = spawnCaptured(binary, ['-c', conf]);
   try {
-    await waitForPort({ host, port }, 10_000);
+    await Promise.race([
+      waitForPort({ host, port }, 10_000),
+      exited.then(() => { throw new Error('exited'); }),
+    ]);
   } catch (err) {
     proc.kill('SIGKILL');
-    throw new Error(`mosquitto did not start: ${(err as Error).message}\n${output()}`);
+    await exited;
+    const said = readLog() + output();
+    rmSync(dir, { recursive: true, force: true });
+    throw new Error(`mosquitto did not start on ${host}:${port}: ${(err as Error).message}\n${said}`);
   }
   return {
     host,
     port,
     url: `mqtt://${host}:${port}`,
     proc,
-    log: () => {
-      try {
-        return readFileSync(logFile, 'utf8') + output();
-      } catch {
-        return output();
-      }
-    },
+    log: () => readLog() + output(),
     async stop() {
       if (proc.exitCode === null && proc.signalCode === null) {
         proc.kill('SIGCONT');

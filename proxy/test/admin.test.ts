@@ -9,7 +9,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import mqtt from 'mqtt';
 import { request } from 'undici';
-import { freePort, startMosquitto } from './helpers/mosquitto.ts';
+import { closedPort, startMosquitto } from './helpers/mosquitto.ts';
 import { startProxy, type TestProxy } from './helpers/proxy.ts';
 import { AdminServer, type ConnectionsBody, type ReadyBody } from '../src/admin/server.ts';
 import { systemClock } from '../src/liveness/clock.ts';
@@ -98,14 +98,15 @@ t.test('/readyz with the broker up, and a readiness check added later', async (t
 });
 
 t.test('/readyz is 503 with a reason when the upstream port is closed, and when the listener stops', async (t) => {
-  const closedPort = await freePort();
-  let orphan: TestProxy | null = await startProxy(closedPort);
+  // Bound and never listening for the life of this process: refused, whatever runs in parallel.
+  const refusing = closedPort();
+  let orphan: TestProxy | null = await startProxy(refusing);
   t.teardown(() => orphan?.stop());
   const res = await get<ReadyBody>(`${orphan.adminUrl}/readyz`);
   t.equal(res.status, 503);
   t.equal(res.body.status, 'not_ready');
   t.equal(res.body.checks.upstream.ok, false);
-  t.match(res.body.checks.upstream.detail, new RegExp(`127\\.0\\.0\\.1:${closedPort}.*ECONNREFUSED`));
+  t.match(res.body.checks.upstream.detail, new RegExp(`127\\.0\\.0\\.1:${refusing}.*ECONNREFUSED`));
   t.equal(res.body.checks.listener.ok, true);
 
   // Draining: the MQTT listener closes first, the admin server stays up meanwhile.
@@ -189,7 +190,7 @@ t.test('the status command prints readiness and a connections table', async (t) 
   t.equal(noToken.code, 1);
   t.match(noToken.stdout, /401.*token/);
 
-  const nobody = await runCli(['status', '--admin', `http://127.0.0.1:${await freePort()}`]);
+  const nobody = await runCli(['status', '--admin', `http://127.0.0.1:${closedPort()}`]);
   t.equal(nobody.code, 1);
   t.match(nobody.stdout, /unreachable \(ECONNREFUSED\)/);
 });

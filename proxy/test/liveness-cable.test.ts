@@ -72,6 +72,13 @@ for (const protocolVersion of [4, 5] as const) {
       const end = await closed;
       t.comment(`verdict ${Math.round(verdictAt - pulledAt)} ms after the pull, silence ${Math.round(end.silenceMs)} ms`);
       t.equal(end.reason, traffic === 'idle' ? 'tcp_keepalive' : 'tcp_user_timeout');
+      if (traffic === 'receiving') {
+        // The proxy's own TCP_INFO check, not the kernel's ETIMEDOUT ("read ETIMEDOUT"), which
+        // yields the same reason but only at the kernel's next retransmission step (up to 12.6 s).
+        t.match(end.detail, /^\d+ segments unacknowledged, no ACK for \d+ ms$/, `the proxy's own unacknowledged-data check decided (${end.detail})`);
+        const noAckMs = Number(/no ACK for (\d+) ms/.exec(end.detail ?? '')?.[1]);
+        t.ok(noAckMs >= 8_000, `no ACK for ${noAckMs} ms: not before the 8 s user timeout`);
+      }
       t.equal(end.liveness, true);
       t.ok((end.advantageMs ?? 0) > 60_000, `the broker alone would have waited ${Math.round((end.advantageMs ?? 0) / 1000)} s longer`);
       t.comment(`${name}: Will after ${Math.round(elapsed)} ms, reason ${end.reason}`);

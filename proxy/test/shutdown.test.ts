@@ -7,13 +7,13 @@
  * was 503 before any client was closed.
  */
 import t from 'tap';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Agent, request } from 'undici';
 import { freePort, startMosquitto } from './helpers/mosquitto.ts';
-import { connectClient, eventually, sleep } from './helpers/clients.ts';
+import { connectClient, connectFrame, eventually, sleep } from './helpers/clients.ts';
 import { spawnCli } from './helpers/cli.ts';
 
 const GRACE_S = 5;
@@ -126,4 +126,49 @@ t.test('SIGTERM: readyz 503 first, listener closed, DISCONNECT 0x8B, all closed 
   t.comment(`SIGTERM -> v5 DISCONNECT 0x8B: ${ms(ended.v5disconnect!.at)}; v5 close ${ms(ended.v5.at)}; v3 close ${ms(ended.v3.at)}`);
   t.comment(`SIGTERM -> process exit: ${ms(exitedAt)}; proxy-side close of all connections took ${String(closedLine?.elapsedMs)} ms`);
   t.comment(`draining began ${Math.min(ended.v5disconnect!.wall, ended.v3.wall) - since} ms (wall clock, 1 ms resolution) before the first client saw its end`);
+});
+
+t.test('SIGTERM with a connection that will not close: cut after shutdownGrace, counted as cutAfterGrace', async (t) => {
+  const GRACE = 2;
+  const broker = await startMosquitto();
+  t.teardown(() => broker.stop());
+  const [listen, admin] = [await freePort(), await freePort()];
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'mlp-shutdown-'));
+  const file = path.join(dir, 'proxy.yaml');
+  writeFileSync(file, [`listen: 127.0.0.1:${listen}`, `admin: 127.0.0.1:${admin}`, `upstream: 127.0.0.1:${broker.port}`, 'broker: none', `shutdownGrace: ${GRACE}`, ''].join('\n'));
+  const proxy = spawnCli(['--config', file]);
+  t.teardown(() => { proxy.proc.kill('SIGKILL'); });
+  await proxy.waitFor((l) => l.msg === 'admin server listening', 20_000, 'proxy started');
+
+  // A client that never finishes its side, left half-closed by the broker (session takeover):
+  // the proxy is waiting out its 10 s linger, so only the grace can end it.
+  const stubborn = net.connect({ host: '127.0.0.1', port: listen, allowHalfOpen: true });
+  stubborn.on('error', () => {});
+  t.teardown(() => { stubborn.destroy(); });
+  let got = 0;
+  let finAt = -1;
+  stubborn.on('data', (d: Buffer) => { got += d.length; });
+  stubborn.on('end', () => { finAt = performance.now(); });
+  await new Promise((resolve) => stubborn.once('connect', resolve));
+  stubborn.write(connectFrame({ clientId: 'stubborn1', keepalive: 60 }));
+  await eventually(() => got >= 4, 5_000, 'CONNACK');
+  const intruder = await connectClient(`mqtt://127.0.0.1:${broker.port}`, { clientId: 'stubborn1' });
+  t.teardown(() => intruder.end(true));
+  await eventually(() => finAt > 0, 5_000, 'the broker\'s FIN passed on');
+
+  const sigterm = performance.now();
+  proxy.proc.kill('SIGTERM');
+  const code = await proxy.exited;
+  const exitedAfter = performance.now() - sigterm;
+  t.equal(code, 0, 'exit code 0');
+  const closed = proxy.lines.find((l) => l.event === 'shutdown_closed');
+  t.match(closed, { connections: 1 });
+  t.ok(Number(closed?.cutAfterGrace) >= 1, `the connection was cut after the grace (cutAfterGrace ${String(closed?.cutAfterGrace)})`);
+  // KNOWN BUG (reported): server.ts adds connections.size and sockets.size, and an admitted
+  // socket stays in `sockets` after it became a connection, so one connection counts twice.
+  t.equal(closed?.cutAfterGrace, 1, 'counted once', { todo: 'relay/server.ts counts a connection and its admitted socket: cutAfterGrace 2 for one connection' });
+  t.ok(Number(closed?.elapsedMs) >= GRACE * 1000, `after ${String(closed?.elapsedMs)} ms (the proxy's clock): not before shutdownGrace ${GRACE} s`);
+  t.ok(exitedAfter >= GRACE * 1000, `exit ${Math.round(exitedAfter)} ms after SIGTERM: not before the grace`);
+  t.ok(exitedAfter < GRACE * 1000 + 5_000, 'and not long after it');
+  rmSync(dir, { recursive: true, force: true });
 });

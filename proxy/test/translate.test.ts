@@ -102,9 +102,11 @@ t.test('a frozen translated client (keep-alive 6, upstream 2): the proxy ends th
   const elapsed = performance.now() - lastByteAt;
   t.equal(w.payload.toString(), `${clientId} frozen`);
   // Keep-alive 6 + grace min(2, 3) = 8 s; the broker alone would have dropped it after 3 s.
-  t.ok(elapsed >= 7_900 && elapsed <= 8_600, `Will ${Math.round(elapsed)} ms after the last byte (6 s + 2 s grace)`);
+  // Upper bound with room for a loaded 2-core machine; the exact lower bound is the proxy's own.
+  t.ok(elapsed <= 8_000 + 2_500, `Will ${Math.round(elapsed)} ms after the last byte (6 s + 2 s grace)`);
   const end = await proxy.nextClose((e) => e.clientId === clientId, 5_000);
   t.equal(end.reason, 'keepalive_timeout');
+  t.ok(end.silenceMs >= 8_000, `the proxy's verdict after ${Math.round(end.silenceMs)} ms of silence: not before 8,000`);
   const pings = injected() - injectedBefore;
   t.ok(pings >= 6, `the broker got ${pings} injected PINGREQs meanwhile (every 1 s)`);
   t.notMatch(broker.log(), new RegExp(`Client ${clientId} has exceeded timeout`), 'Mosquitto did not time it out itself');

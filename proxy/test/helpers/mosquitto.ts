@@ -1,2 +1,2 @@
-/** Moved to proxy/harness/mosquitto.ts (shared by tests and benchmarks); this re-export stays until every branch imports from there. */
+/** Moved to proxy/harness/mosquitto.ts (shared by tests and benchmarks). */
 export * from '../../harness/mosquitto.ts';
