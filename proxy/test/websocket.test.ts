@@ -15,11 +15,12 @@ import path from 'node:path';
 import tls from 'node:tls';
 import mqttPacket from 'mqtt-packet';
 import WebSocket from 'ws';
-import { connectClient, connectFrame, eventually, nextMessages, RawClient, sleep } from './helpers/clients.ts';
+import { connectClient, connectFrame, eventually, nextMessages, RawClient } from './helpers/clients.ts';
 import { startMosquitto } from './helpers/mosquitto.ts';
 import { startWsBridge } from './helpers/ws-bridge.ts';
 import { TrustedSources } from '../src/listeners/trusted-sources.ts';
 import { sslFacts } from '../src/listeners/proxy-protocol-out.ts';
+import { applyTcpLiveness, readTcpLiveness } from '../src/liveness/tcp-options.ts';
 
 const mosquitto = await startMosquitto();
 t.teardown(() => mosquitto.stop());
@@ -70,6 +71,9 @@ for (const protocolVersion of [4, 5] as const) {
       t.equal(c.remoteAddress, '127.0.0.1');
       t.equal(c.remotePort, c.tcpSocket!.remotePort);
       t.equal(c.localPort, bridge.port);
+      const applied = applyTcpLiveness(c.tcpSocket!, { idleSeconds: 7, intervalSeconds: 2, count: 3, userTimeoutMs: 13_000 });
+      t.equal(applied.mode, 'native', 'TCP keep-alive and user timeout set on the socket under the WebSocket');
+      t.same(readTcpLiveness(c.tcpSocket!), { keepAlive: true, idleSeconds: 7, intervalSeconds: 2, count: 3, userTimeoutMs: 13_000 });
       if (secure) {
         t.ok(c.tlsSocket instanceof tls.TLSSocket, 'wss: the TLS session is exposed');
         t.match(sslFacts(c.tlsSocket!), { clientCertificate: false, version: /^TLSv1\.[23]$/, cn: null, cipher: /^TLS_/ }, 'sslFacts for PROXY out');
@@ -174,4 +178,21 @@ t.test('PROXY header in front of ws and wss from a trusted peer; missing header 
   }
 });
 
-await sleep(0);
+
+t.test('wss: a new certificate (setSecureContext) serves new connections; maxPayload closes with 1009', async (t) => {
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', path.join(dir, 'k2.pem'), '-out', path.join(dir, 'c2.pem'), '-days', '2', '-subj', '/CN=rotated'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const bridge = await startWsBridge(mosquitto, { tls: tlsOptions, maxPayload: 1024 });
+  t.teardown(() => bridge.close());
+  const served = async (): Promise<string> => {
+    const { ws } = await rawWs(bridge.url, 'mqtt', { rejectUnauthorized: false });
+    const cn = String(((ws as unknown as { _socket: tls.TLSSocket })._socket).getPeerCertificate().subject.CN);
+    ws.close();
+    return cn;
+  };
+  t.equal(await served(), 'localhost');
+  bridge.listener.setSecureContext({ key: readFileSync(path.join(dir, 'k2.pem')), cert: readFileSync(path.join(dir, 'c2.pem')) });
+  t.equal(await served(), 'rotated');
+  const { ws, closed } = await rawWs(bridge.url, 'mqtt', { rejectUnauthorized: false });
+  ws.send(Buffer.alloc(2048));
+  t.equal(await closed, 1009, 'a message above maxPayload closes with 1009 (message too big)');
+});
