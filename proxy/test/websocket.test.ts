@@ -144,8 +144,17 @@ t.test('refusals: wrong path 404, plain HTTP 426, text frame 1003, admission, ha
   await silent.waitForClose(5000);
   const waited = Date.now() - start;
   t.ok(waited >= 350 && waited < 4000, `a silent connection is closed at the handshake deadline (${waited} ms)`);
+  // An upgrade ws itself refuses (unsupported version), and bytes that are not HTTP at all.
+  const badVersion = await RawClient.connect(bridge.port);
+  badVersion.write(Buffer.from(`GET /mqtt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 7\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n`));
+  await badVersion.waitForClose(5000);
+  t.match(badVersion.received.toString(), /^HTTP\/1\.1 400/, 'bad WebSocket version: 400 from ws');
+  const garbage = await RawClient.connect(bridge.port);
+  garbage.write(connectFrame({ clientId: 'mqtt-on-the-ws-port', keepalive: 10 }));
+  await garbage.waitForClose(5000);
+  t.match(garbage.received.toString(), /^HTTP\/1\.1 400/, 'MQTT on the WebSocket port: 400, closed');
   const reasons = bridge.refusals.map((r) => r.reason);
-  t.same(reasons.sort(), ['admission', 'bad_path', 'handshake_timeout', 'not_websocket', 'text_frame'].sort(), `counted: ${reasons.join(', ')}`);
+  t.same(reasons.sort(), ['admission', 'bad_path', 'handshake_timeout', 'not_websocket', 'not_websocket', 'text_frame', 'upgrade_failed'].sort(), `counted: ${reasons.join(', ')}`);
   t.ok(Date.now() - refusedAt >= 0);
 });
 

@@ -103,9 +103,11 @@ export class WebSocketListener {
       this.refused('tls_handshake', rawOf(socket), err.code ?? err.message);
       socket.destroy();
     });
+    // Not HTTP at all (e.g. MQTT sent to the WebSocket port): say so, then close.
     this.httpServer.on('clientError', (err: Error & { code?: string }, socket) => {
-      this.refused('not_websocket', socket as net.Socket, err.code ?? err.message);
-      socket.destroy();
+      this.refused('not_websocket', rawOf(socket as net.Socket), err.code ?? err.message);
+      if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      else socket.destroy();
     });
     this.listener = net.createServer({ noDelay: true }, (socket) => void this.accept(socket));
     this.listener.maxConnections = 1_000_000;
