@@ -8,13 +8,14 @@ import { accessSync, constants } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import readline from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import { startEmbeddedBroker } from '../../../broker/embedded.ts';
 import type { Config } from '../config/types.ts';
 import { parseHostPort } from '../config/types.ts';
 
-export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+import { PACKAGE_ROOT } from '../package-root.ts';
+
+export { PACKAGE_ROOT };
 
 export interface BrokerHandle {
   kind: 'mosquitto' | 'embedded';
