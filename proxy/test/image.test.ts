@@ -5,7 +5,7 @@
  * with Node from the npm registry; the repository's Dockerfile is built on it
  * with buildah, passing the base as BUILD_IMAGE/RUNTIME_IMAGE. The container
  * runs with podman (runc) as the image's non-root user with a read-only root
- * filesystem, host networking, in front of a real Mosquitto on the host:
+ * filesystem (no tmpfs either), host networking, in front of a real Mosquitto:
  * /readyz 200, an MQTT client publishes and receives through it, and SIGTERM
  * drains (an MQTT 5 client gets DISCONNECT 0x8B) and exits 0. The image and
  * containers it creates are removed; the base image stays as a cache.
@@ -81,7 +81,8 @@ t.test('the Dockerfile builds on a registry-free base and the image proxies MQTT
   const [listen, admin] = [await freePort(), await freePort()];
   const name = `mlp-image-test-${process.pid}`;
   t.teardown(() => run('podman', ['rm', '--force', '--time', '0', name]).then(() => undefined));
-  await mustRun('podman', [...PODMAN, 'run', '--detach', '--name', name, '--network', 'host', '--read-only', ...ULIMITS, tag,
+  // --read-only-tmpfs=false: not even /tmp, /var/tmp and /run are writable (podman mounts tmpfs there by default).
+  await mustRun('podman', [...PODMAN, 'run', '--detach', '--name', name, '--network', 'host', '--read-only', '--read-only-tmpfs=false', ...ULIMITS, tag,
     '--broker', 'none', '--upstream', `127.0.0.1:${broker.port}`, '--listen', `127.0.0.1:${listen}`, '--admin', `127.0.0.1:${admin}`]);
   const logs = async (): Promise<string> => { const r = await run('podman', ['logs', name]); return r.stdout + r.stderr; };
 
@@ -92,8 +93,10 @@ t.test('the Dockerfile builds on a registry-free base and the image proxies MQTT
   const pid = Number(await mustRun('podman', ['inspect', '--format', '{{.State.Pid}}', name]));
   const uids = /^Uid:\s+(.*)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1].split(/\s+/);
   t.same(uids, ['1000', '1000', '1000', '1000'], 'the proxy process runs as uid 1000 (real, effective, saved, fs)');
-  const write = await run('podman', ['exec', name, 'sh', '-c', 'echo x > /app/probe || echo x > /probe']);
-  t.not(write.code, 0, `the root filesystem is read-only (${write.stderr.trim()})`);
+  for (const dir of ['/app', '/tmp', '/']) {
+    const write = await run('podman', ['exec', name, 'sh', '-c', `echo x > ${dir}/probe`]);
+    t.not(write.code, 0, `${dir} is read-only (${write.stderr.trim()})`);
+  }
 
   const url = `mqtt://127.0.0.1:${listen}`;
   const sub = await connectClient(url, { clientId: 'image-sub', protocolVersion: 5 });
