@@ -50,7 +50,16 @@ if (process.getuid?.() !== 0) {
 const OUTAGE = { minMs: 1_000, maxMs: 4_000, everyMs: 30_000, jitterMs: 10_000 };
 const started = Date.now();
 const stamp = () => `[${Math.round((Date.now() - started) / 1000)} s]`;
-const log = (msg: string) => console.log(`${stamp()} ${msg}`);
+let lastLog = Date.now();
+const log = (msg: string) => {
+  lastLog = Date.now();
+  console.log(`${stamp()} ${msg}`);
+};
+/** What each condition is doing, for the heartbeat: never silent for more than 20 s. */
+const phase = new Map<string, string>();
+const heartbeat = setInterval(() => {
+  if (Date.now() - lastLog >= 20_000) log(`working: ${[...phase].map(([c, p]) => `${c} ${p}`).join(', ') || 'finishing'}`);
+}, 5_000);
 const rand = (lo: number, hi: number) => lo + Math.random() * (hi - lo);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -91,12 +100,15 @@ async function runCondition(condition: string, index: number): Promise<Condition
   try {
     for (const system of systems) {
       if (interrupted) throw new Error('interrupted');
+      phase.set(condition, `starting ${system}`);
       const cell = await Cell.create({ system, tag: `l${index}${system.slice(0, 2)}`, lossPercent, clients, pulled: true });
       cells.push(cell);
       live.add(cell);
     }
+    phase.set(condition, 'connecting clients');
     for (const c of cells) c.startClients();
     const connected = await Promise.all(cells.map((c) => c.waitConnected(90_000)));
+    phase.set(condition, 'measuring');
     log(`${condition}: clients connected ${connected.map((n, i) => `${systems[i]} ${n}/${clients}`).join(', ')}`);
     await Promise.all(cells.map((c) => c.beginMeasure()));
     const sys0 = systemCpu();
@@ -120,6 +132,7 @@ async function runCondition(condition: string, index: number): Promise<Condition
     const ourSeconds = CpuSnapshot.take(process.pid, true).secondsSince(ours0);
     const wallS = (Date.now() - begin) / 1000;
     let waited = 0;
+    phase.set(condition, 'waiting for pulled-cable Wills');
     const pullsDone = Promise.all(cells.map((c) => c.pullsDone()));
     while (await Promise.race([pullsDone.then(() => true), sleep(15_000).then(() => false)]) === false) {
       waited += 15;
@@ -129,7 +142,9 @@ async function runCondition(condition: string, index: number): Promise<Condition
     for (let i = 0; i < results.length; i++) results[i]!.pulled = pulls[i]!;
     return { condition, lossPercent, outages: outageLog, cells: results, cpu: { busyCores: round(busyCores(sys0, sys1, os.cpus().length).busy, 2), ourCores: round(ourSeconds / wallS, 2) } };
   } finally {
+    phase.set(condition, 'cleaning up');
     await Promise.allSettled(cells.map((c) => c.destroy()));
+    phase.delete(condition);
     for (const c of cells) live.delete(c);
   }
 }
@@ -147,6 +162,7 @@ await Promise.all(Array.from({ length: Math.min(parallel, queue.length) }, async
     }
   }
 }));
+clearInterval(heartbeat);
 if (interrupted) await new Promise(() => {}); // the signal handler exits
 results.sort((a, b) => conditions.indexOf(a.condition) - conditions.indexOf(b.condition));
 

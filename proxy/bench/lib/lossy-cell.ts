@@ -64,7 +64,8 @@ export interface PullResult {
   willAfterMs: number | null;
   /** The proxy's verdict for it, if the proxy ran. */
   verdict?: string;
-  /** Whether an outage overlapped the pull (outage condition). */
+  /** From starting the clients to their SUBACK (a lossy link slows the connect). */
+  connectMs: number;
 }
 
 export interface CellResult {
@@ -333,6 +334,7 @@ export class Cell {
       });
       return state;
     });
+    const cycleStart = Date.now();
     try {
       const deadline = Date.now() + 60_000;
       while (!clients.every((c) => c.subscribed) && !this.stopping) {
@@ -363,7 +365,7 @@ export class Cell {
         const w = willFor(c.id);
         this.endPulledIdle(c.id, w?.at ?? Date.now());
         const verdict = ends.find((e) => e.clientId === c.id);
-        results.push({ protocol: c.v === 5 ? '5' : '3.1.1', willAfterMs: w ? w.at - pulledAt : null, ...(verdict ? { verdict: verdict.reason } : {}) });
+        results.push({ protocol: c.v === 5 ? '5' : '3.1.1', willAfterMs: w ? w.at - pulledAt : null, connectMs: c.subscribedAt - cycleStart, ...(verdict ? { verdict: verdict.reason } : {}) });
       }
       return results;
     } finally {

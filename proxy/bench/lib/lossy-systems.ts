@@ -154,8 +154,8 @@ export async function startSystem(name: SystemName, ns: Namespace): Promise<Runn
       const out = lines(front, (line) => {
         if (!line.includes('connection_end')) return;
         try {
-          const l = JSON.parse(line) as { event?: string; time?: number; reason?: string; clientId?: string; detail?: string; remote?: string };
-          if (l.event === 'connection_end') ends.push({ at: l.time ?? Date.now(), reason: String(l.reason), clientId: l.clientId, detail: l.detail, source: l.remote?.replace(/:\d+$/, '') });
+          const l = JSON.parse(line) as { event?: string; time?: string | number; reason?: string; clientId?: string; detail?: string; remote?: string };
+          if (l.event === 'connection_end') ends.push({ at: typeof l.time === 'string' ? Date.parse(l.time) : l.time ?? Date.now(), reason: String(l.reason), clientId: l.clientId, detail: l.detail, source: l.remote?.replace(/:\d+$/, '') });
         } catch { /* not JSON */ }
       });
       await waitInNamespace(ns, CLIENT_PORT, front, 'proxy', out);
