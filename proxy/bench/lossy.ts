@@ -171,14 +171,17 @@ const sec = (ms: number | null | undefined) => (ms === null || ms === undefined 
 const rows: Record<string, string>[] = [];
 for (const r of results) {
   for (const c of r.cells) {
-    const got = c.pulled.filter((p) => p.willAfterMs !== null).map((p) => p.willAfterMs!);
+    const valid = c.pulled.filter((p) => !p.invalid);
+    const got = valid.filter((p) => p.willAfterMs !== null).map((p) => p.willAfterMs!);
+    const invalid = c.pulled.length - valid.length;
     const reasons = [...Object.entries(c.frontEnds).map(([k, v]) => `${k} ${v}`), ...(c.brokerTimeouts ? [`broker timeout ${c.brokerTimeouts}`] : [])].join(', ');
     rows.push({
       condition: r.condition === 'outage' ? `outages ${r.outages.length}x` : `${r.lossPercent}% loss`,
       system: SYSTEM_LABEL[c.system],
       'false deaths': `${c.falseDeaths.clients}/${c.clients.connected}${c.falseDeaths.wills > c.falseDeaths.clients ? ` (${c.falseDeaths.wills} Wills)` : ''}`,
       'front ends of healthy (by reason)': reasons || '-',
-      'pulled cable -> Will (median, n)': got.length ? `${sec(median(got))} (${got.length}${got.length < c.pulled.length ? `, ${c.pulled.length - got.length} missed` : ''})` : c.pulled.length ? `none in ${c.pulled.length}` : '-',
+      'pulled cable -> Will (median, n)': (got.length ? `${sec(median(got))} (${got.length}${got.length < valid.length ? `, ${valid.length - got.length} missed` : ''})` : valid.length ? `none in ${valid.length}` : '-')
+        + (invalid ? ` [${invalid} died before the pull]` : ''),
       'probes/idle client-h': Number.isFinite(c.probes.perIdleClientHour) ? String(Math.round(c.probes.perIdleClientHour)) : '-',
     });
   }
@@ -200,6 +203,7 @@ const json = {
   notes: [
     'falseDeaths: Wills of healthy clients seen by an observer on the broker while measuring.',
     'frontEnds: proxy = connection_end reasons of healthy clients; haproxy = tcplog termination states ("--" = closed by the client).',
+    'pulled: samples with "invalid" set had died (false death) before their pull and are left out of the statistics.',
     'probes: TcpExt.TCPKeepAlive delta of the server namespace / hours of idle connections (idle healthy clients over the window + pulled-cable clients from SUBACK to Will).',
   ],
   results,

@@ -66,6 +66,8 @@ export interface PullResult {
   verdict?: string;
   /** From starting the clients to their SUBACK (a lossy link slows the connect). */
   connectMs: number;
+  /** Set when the sample does not measure a pull: the connection had already died (and reconnected) before it. */
+  invalid?: string;
 }
 
 export interface CellResult {
@@ -319,13 +321,14 @@ export class Cell {
       const id = `p${cycle}v${v}`;
       const spec: FleetClient = { id, protocolVersion: v, keepalive: 60, willTopic: `will/p/${id}`, topic: `idle/${id}`, qos: 0 };
       const proc = ns.exec('stdbuf', this.mosquittoSubArgs(host, spec));
-      const state = { id, v, proc, lastPacket: 0, subscribed: false, subscribedAt: 0 };
+      const state = { id, v, proc, lastPacket: 0, subscribed: false, subscribedAt: 0, connects: 0 };
       let buf = '';
       proc.stdout!.on('data', (d: Buffer) => {
         const parts = (buf + d.toString()).split('\n');
         buf = parts.pop()!;
         for (const line of parts) {
           if (/(received|sending) [A-Z]+/.test(line)) state.lastPacket = Date.now();
+          if (line.includes('sending CONNECT')) state.connects++;
           if (line.includes('received SUBACK') && !state.subscribed) {
             state.subscribed = true;
             state.subscribedAt = Date.now();
@@ -348,11 +351,14 @@ export class Cell {
         await sleep(Math.max(20, afterLastPacketMs - quietFor));
       }
       for (const c of clients) this.pulledActive.set(c.id, Math.max(this.measureStart, c.subscribedAt));
+      const connectsBefore = clients.map((c) => c.connects);
       await link.setCut('pull', true);
       const pulledAt = Date.now();
       const ends = this.system.ends;
       const results: PullResult[] = [];
-      const willFor = (id: string) => this.wills.find((w) => w.topic === `will/p/${id}` && w.at >= pulledAt - 1000);
+      const willFor = (id: string) => this.wills.find((w) => w.topic === `will/p/${id}` && w.at >= pulledAt);
+      const diedBefore = clients.map((c, i) => (connectsBefore[i]! > 1 ? 'reconnected before the pull'
+        : this.wills.some((w) => w.topic === `will/p/${c.id}` && w.at < pulledAt) ? 'Will before the pull' : undefined));
       const waitDeadline = pulledAt + timeoutMs;
       while (Date.now() < waitDeadline && !clients.every((c) => willFor(c.id)) && !this.stopping) {
         await new Promise<void>((resolve) => {
@@ -361,11 +367,13 @@ export class Cell {
           this.willWaiters.add(done);
         });
       }
-      for (const c of clients) {
+      await sleep(500); // the front's log line about its verdict may come after the Will
+      for (const [i, c] of clients.entries()) {
         const w = willFor(c.id);
         this.endPulledIdle(c.id, w?.at ?? Date.now());
         const verdict = ends.find((e) => e.clientId === c.id);
-        results.push({ protocol: c.v === 5 ? '5' : '3.1.1', willAfterMs: w ? w.at - pulledAt : null, connectMs: c.subscribedAt - cycleStart, ...(verdict ? { verdict: verdict.reason } : {}) });
+        const invalid = diedBefore[i] ?? (verdict && verdict.at < pulledAt ? 'verdict before the pull' : undefined);
+        results.push({ protocol: c.v === 5 ? '5' : '3.1.1', willAfterMs: w ? w.at - pulledAt : null, connectMs: c.subscribedAt - cycleStart, ...(verdict ? { verdict: verdict.reason } : {}), ...(invalid ? { invalid } : {}) });
       }
       return results;
     } finally {
