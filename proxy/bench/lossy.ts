@@ -9,7 +9,7 @@
  *   --clients N      healthy clients per system and condition (default 100)
  *   --duration S     measuring time per condition (default 600)
  *   --conditions L   e.g. 0,5,20,outage (default 0,1,5,10,20,outage)
- *   --parallel K     conditions run at the same time (default: all)
+ *   --parallel K     conditions run at the same time (default: all with --quick, else 3: ~30 min)
  *   --out FILE       also write the JSON there (e.g. docs/results/lossy-....json)
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -37,7 +37,8 @@ const quick = values.quick!;
 const clients = Number(values.clients ?? (quick ? 20 : 100));
 const durationMs = Number(values.duration ?? (quick ? 160 : 600)) * 1000;
 const conditions = (values.conditions ?? '0,1,5,10,20,outage').split(',').map((c) => c.trim());
-const parallel = Math.max(1, Number(values.parallel ?? conditions.length));
+// Quick: everything at once. Full: three conditions (nine systems, ~300 mosquitto_sub processes) at a time on 2 cores.
+const parallel = Math.max(1, Number(values.parallel ?? (quick ? conditions.length : 3)));
 const systems = (values.systems ? values.systems.split(',') : [...SYSTEMS]) as SystemName[];
 for (const c of conditions) if (c !== 'outage' && !(Number.isInteger(Number(c)) && Number(c) >= 0 && Number(c) <= 100)) throw new Error(`bad condition ${c}`);
 for (const s of systems) if (!SYSTEMS.includes(s)) throw new Error(`bad system ${s}`);
