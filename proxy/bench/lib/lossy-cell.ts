@@ -13,15 +13,12 @@
  * packet; the time to their Will is the detection time.
  */
 import { once } from 'node:events';
-import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { Link, Namespace } from './lossy-link.ts';
-import { CLIENT_PORT, startSystem, type FrontEnd, type RunningSystem, type SystemName } from './lossy-systems.ts';
-import type { FleetClient } from './lossy-fleet.ts';
-import { ROOT } from './services.ts';
+import { startSystem, type FrontEnd, type RunningSystem, type SystemName } from './lossy-systems.ts';
+import { clientMix, MosquittoSub, startFleet, type ClientSpec } from './lossy-clients.ts';
 import { LIVENESS_REASONS, type Reason } from '../../src/liveness/reasons.ts';
 
-const FLEET = path.join(ROOT, 'proxy/bench/lib/lossy-fleet.ts');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export interface CellOptions {
@@ -32,30 +29,6 @@ export interface CellOptions {
   clients: number;
   /** Create the pulled-cable namespace. */
   pulled: boolean;
-}
-
-export interface ClientSpec extends FleetClient {
-  stack: 'mosquitto_sub' | 'mqtt.js';
-  traffic: 'idle' | 'qos0' | 'qos1';
-}
-
-/** The mix of healthy clients: stack, traffic, protocol and keep-alive vary fastest to slowest, so any N is mixed. */
-export function clientMix(n: number): ClientSpec[] {
-  const traffics = ['idle', 'qos0', 'idle', 'qos1'] as const;
-  return Array.from({ length: n }, (_, i) => {
-    const traffic = traffics[(i >> 1) % 4]!;
-    const id = `h${i}`;
-    return {
-      id,
-      stack: i % 2 === 0 ? 'mosquitto_sub' : 'mqtt.js',
-      traffic,
-      protocolVersion: (i >> 3) % 2 === 0 ? 4 : 5,
-      keepalive: ((i >> 3) + (i >> 4)) % 2 === 0 ? 60 : 30,
-      willTopic: `will/h/${id}`,
-      topic: traffic === 'idle' ? `idle/${id}` : traffic === 'qos0' ? 'feed/0' : 'feed/1',
-      qos: traffic === 'qos1' ? 1 : 0,
-    };
-  });
 }
 
 export interface PullResult {
@@ -189,46 +162,19 @@ export class Cell {
     }, 500);
   }
 
-  private mosquittoSubArgs(host: string, c: FleetClient): string[] {
-    return ['-oL', 'mosquitto_sub', '-d', '-h', host, '-p', String(CLIENT_PORT), '-i', c.id, '-k', String(c.keepalive),
-      '-V', c.protocolVersion === 5 ? 'mqttv5' : 'mqttv311', '--will-topic', c.willTopic, '--will-payload', c.id, '--will-qos', '1',
-      '-t', c.topic, '-q', String(c.qos)];
-  }
-
   /** Start every healthy client at once (they connect together, as after a network or broker restart). */
   startClients(): void {
     const host = this.clientLink.a.address;
     const js = this.mix.filter((c) => c.stack === 'mqtt.js');
     if (js.length > 0) {
-      const fleet = this.clientNs.exec('node', ['--import', 'tsx', FLEET, JSON.stringify({ host, port: CLIENT_PORT, clients: js })], { cwd: ROOT });
-      this.children.push(fleet);
-      let buf = '';
-      fleet.stdout!.on('data', (d: Buffer) => {
-        const parts = (buf + d.toString()).split('\n');
-        buf = parts.pop()!;
-        for (const line of parts) {
-          try {
-            const e = JSON.parse(line) as { ev: string; id: string; t: number; message?: string };
-            if (e.ev === 'connect') this.onConnect(e.id, e.t);
-            else if (e.ev === 'close' && this.connectedAt.has(e.id)) this.reconnects++;
-          } catch { /* partial */ }
-        }
-      });
-      fleet.stderr!.on('data', (d: Buffer) => this.error(`fleet: ${d.toString().slice(0, 300)}`));
+      this.children.push(startFleet(this.clientNs, host, js, {
+        connect: (id, at) => this.onConnect(id, at),
+        close: (id) => { if (this.connectedAt.has(id)) this.reconnects++; },
+        error: (message) => this.error(message),
+      }));
     }
     for (const c of this.mix.filter((x) => x.stack === 'mosquitto_sub')) {
-      const sub = this.clientNs.exec('stdbuf', this.mosquittoSubArgs(host, c));
-      this.children.push(sub);
-      let buf = '';
-      let connects = 0;
-      sub.stdout!.on('data', (d: Buffer) => {
-        const parts = (buf + d.toString()).split('\n');
-        buf = parts.pop()!;
-        for (const line of parts) {
-          if (line.includes('received SUBACK')) this.onConnect(c.id, Date.now());
-          else if (line.includes('sending CONNECT') && connects++ > 0) this.reconnects++;
-        }
-      });
+      this.children.push(new MosquittoSub(this.clientNs, host, c, { subscribed: (at) => this.onConnect(c.id, at), reconnect: () => this.reconnects++ }).proc);
     }
   }
 
@@ -319,39 +265,23 @@ export class Cell {
     const host = link.a.address;
     const clients = ([4, 5] as const).map((v) => {
       const id = `p${cycle}v${v}`;
-      const spec: FleetClient = { id, protocolVersion: v, keepalive: 60, willTopic: `will/p/${id}`, topic: `idle/${id}`, qos: 0 };
-      const proc = ns.exec('stdbuf', this.mosquittoSubArgs(host, spec));
-      const state = { id, v, proc, lastPacket: 0, subscribed: false, subscribedAt: 0, connects: 0 };
-      let buf = '';
-      proc.stdout!.on('data', (d: Buffer) => {
-        const parts = (buf + d.toString()).split('\n');
-        buf = parts.pop()!;
-        for (const line of parts) {
-          if (/(received|sending) [A-Z]+/.test(line)) state.lastPacket = Date.now();
-          if (line.includes('sending CONNECT')) state.connects++;
-          if (line.includes('received SUBACK') && !state.subscribed) {
-            state.subscribed = true;
-            state.subscribedAt = Date.now();
-          }
-        }
-      });
-      return state;
+      return { id, v, sub: new MosquittoSub(ns, host, { id, protocolVersion: v, keepalive: 60, willTopic: `will/p/${id}`, topic: `idle/${id}`, qos: 0 }) };
     });
     const cycleStart = Date.now();
     try {
       const deadline = Date.now() + 60_000;
-      while (!clients.every((c) => c.subscribed) && !this.stopping) {
+      while (!clients.every((c) => c.sub.subscribedAt > 0) && !this.stopping) {
         if (Date.now() > deadline) throw new Error('pulled-cable clients did not connect within 60 s');
         await sleep(100);
       }
       // A few seconds after the last MQTT packet (KA 60: the next PINGREQ is a minute away).
       for (;;) {
-        const quietFor = Date.now() - Math.max(...clients.map((c) => c.lastPacket));
+        const quietFor = Date.now() - Math.max(...clients.map((c) => c.sub.lastPacketAt));
         if (quietFor >= afterLastPacketMs || this.stopping) break;
         await sleep(Math.max(20, afterLastPacketMs - quietFor));
       }
-      for (const c of clients) this.pulledActive.set(c.id, Math.max(this.measureStart, c.subscribedAt));
-      const connectsBefore = clients.map((c) => c.connects);
+      for (const c of clients) this.pulledActive.set(c.id, Math.max(this.measureStart, c.sub.subscribedAt));
+      const connectsBefore = clients.map((c) => c.sub.connects);
       await link.setCut('pull', true);
       const pulledAt = Date.now();
       const ends = this.system.ends;
@@ -373,14 +303,14 @@ export class Cell {
         this.endPulledIdle(c.id, w?.at ?? Date.now());
         const verdict = ends.find((e) => e.clientId === c.id);
         const invalid = diedBefore[i] ?? (verdict && verdict.at < pulledAt ? 'verdict before the pull' : undefined);
-        results.push({ protocol: c.v === 5 ? '5' : '3.1.1', willAfterMs: w ? w.at - pulledAt : null, connectMs: c.subscribedAt - cycleStart, ...(verdict ? { verdict: verdict.reason } : {}), ...(invalid ? { invalid } : {}) });
+        results.push({ protocol: c.v === 5 ? '5' : '3.1.1', willAfterMs: w ? w.at - pulledAt : null, connectMs: c.sub.subscribedAt - cycleStart, ...(verdict ? { verdict: verdict.reason } : {}), ...(invalid ? { invalid } : {}) });
       }
       return results;
     } finally {
-      for (const c of clients) {
-        if (c.proc.exitCode === null && c.proc.signalCode === null) {
-          const gone = once(c.proc, 'exit');
-          c.proc.kill('SIGKILL');
+      for (const { sub: { proc } } of clients) {
+        if (proc.exitCode === null && proc.signalCode === null) {
+          const gone = once(proc, 'exit');
+          proc.kill('SIGKILL');
           await gone;
         }
       }
