@@ -1,9 +1,10 @@
 /**
- * `npm run bench:lossy:plot -- [FILE] [--out SVG]`: the lossy-link bench's JSON
+ * `npm run bench:lossy:plot -- [FILE] [--out SVG] [--markdown]`: the lossy-link bench's JSON
  * (default bench-results/lossy-full.json) as an SVG (default
  * docs/liveness-lossy.svg): pulled-cable detection time and false deaths
  * against loss, for Mosquitto alone, HAProxy and the proxy. Plain SVG written
- * by hand: no browser, no dependency.
+ * by hand: no browser, no dependency. --markdown also prints the results as a
+ * Markdown table (for BENCHMARKS.md and docs/liveness.md).
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -13,7 +14,10 @@ import { ROOT } from './lib/services.ts';
 interface Cell {
   system: 'mosquitto' | 'haproxy' | 'proxy';
   clients: { connected: number };
-  falseDeaths: { clients: number };
+  falseDeaths: { clients: number; wills: number };
+  frontEnds: Record<string, number>;
+  brokerTimeouts: number;
+  probes: { perIdleClientHour: number | null };
   pulled: Array<{ willAfterMs: number | null; invalid?: string }>;
 }
 interface Bench {
@@ -23,7 +27,7 @@ interface Bench {
   results: Array<{ condition: string; lossPercent: number; outages: unknown[]; cells: Cell[] }>;
 }
 
-const { values, positionals } = parseArgs({ allowPositionals: true, options: { out: { type: 'string' } } });
+const { values, positionals } = parseArgs({ allowPositionals: true, options: { out: { type: 'string' }, markdown: { type: 'boolean', default: false } } });
 const input = path.resolve(positionals[0] ?? path.join(ROOT, 'bench-results', 'lossy-full.json'));
 const output = path.resolve(values.out ?? path.join(ROOT, 'docs', 'liveness-lossy.svg'));
 const bench = JSON.parse(readFileSync(input, 'utf8')) as Bench;
@@ -142,3 +146,20 @@ ${panel(560, 'False deaths: healthy clients whose Will fired', '% of healthy cli
 `;
 writeFileSync(output, svg);
 console.log(`written ${output}`);
+
+if (values.markdown) {
+  const md = ['| condition | system | false deaths | front ends of healthy clients | pulled cable -> Will, median (min-max, n) | probes / idle client-hour |', '| --- | --- | --- | --- | --- | --- |'];
+  for (const c of conditions) {
+    for (const x of SERIES) {
+      const cell = c.r.cells.find((k) => k.system === x.system);
+      if (!cell) continue;
+      const got = cell.pulled.filter((p) => !p.invalid && p.willAfterMs !== null).map((p) => p.willAfterMs! / 1000);
+      const ends = [...Object.entries(cell.frontEnds).map(([k, v]) => `${k} ${v}`), ...(cell.brokerTimeouts ? [`broker timeout ${cell.brokerTimeouts}`] : [])].join(', ') || '-';
+      const deaths = `${cell.falseDeaths.clients} of ${cell.clients.connected}${cell.falseDeaths.wills > cell.falseDeaths.clients ? ` (${cell.falseDeaths.wills} Wills)` : ''}`;
+      const pulled = got.length ? `${median(got).toFixed(1)} s (${Math.min(...got).toFixed(1)}-${Math.max(...got).toFixed(1)}, ${got.length})` : '-';
+      const probes = cell.probes.perIdleClientHour === null || !Number.isFinite(cell.probes.perIdleClientHour) ? '-' : String(Math.round(cell.probes.perIdleClientHour));
+      md.push(`| ${c.outage ? c.label : `${c.label} loss`} | ${x.label} | ${deaths} | ${ends} | ${pulled} | ${probes} |`);
+    }
+  }
+  console.log(md.join('\n'));
+}
