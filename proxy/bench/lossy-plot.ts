@@ -10,6 +10,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { ROOT } from './lib/services.ts';
+import { isPullSample } from './lib/lossy-cell.ts';
 
 interface Cell {
   system: 'mosquitto' | 'haproxy' | 'proxy';
@@ -62,7 +63,7 @@ function series(metric: 'detect' | 'deaths'): Map<string, Point[]> {
       const cell = c.r.cells.find((x) => x.system === s.system);
       if (!cell) return;
       if (metric === 'detect') {
-        const valid = cell.pulled.filter((p) => !p.invalid);
+        const valid = cell.pulled.filter(isPullSample);
         const got = valid.filter((p) => p.willAfterMs !== null).map((p) => p.willAfterMs! / 1000);
         const missed = valid.length - got.length;
         if (got.length) pts.push({ x: i, y: median(got), lo: Math.min(...got), hi: Math.max(...got), outage: c.outage, ...(missed ? { note: `${missed} missed` } : {}) });
@@ -153,7 +154,7 @@ if (values.markdown) {
     for (const x of SERIES) {
       const cell = c.r.cells.find((k) => k.system === x.system);
       if (!cell) continue;
-      const got = cell.pulled.filter((p) => !p.invalid && p.willAfterMs !== null).map((p) => p.willAfterMs! / 1000);
+      const got = cell.pulled.filter((p) => isPullSample(p) && p.willAfterMs !== null).map((p) => p.willAfterMs! / 1000);
       const ends = [...Object.entries(cell.frontEnds).map(([k, v]) => `${k} ${v}`), ...(cell.brokerTimeouts ? [`broker timeout ${cell.brokerTimeouts}`] : [])].join(', ') || '-';
       const deaths = `${cell.falseDeaths.clients} of ${cell.clients.connected}${cell.falseDeaths.wills > cell.falseDeaths.clients ? ` (${cell.falseDeaths.wills} Wills)` : ''}`;
       const pulled = got.length ? `${median(got).toFixed(1)} s (${Math.min(...got).toFixed(1)}-${Math.max(...got).toFixed(1)}, ${got.length})` : '-';

@@ -16,7 +16,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { Cell, type CellResult } from './lib/lossy-cell.ts';
+import { Cell, isPullSample, type CellResult } from './lib/lossy-cell.ts';
 import { SYSTEMS, SYSTEM_LABEL, type SystemName } from './lib/lossy-systems.ts';
 import { busyCores, CpuSnapshot, systemCpu } from './lib/proc.ts';
 import { median, round } from './lib/stats.ts';
@@ -172,7 +172,7 @@ const sec = (ms: number | null | undefined) => (ms === null || ms === undefined 
 const rows: Record<string, string>[] = [];
 for (const r of results) {
   for (const c of r.cells) {
-    const valid = c.pulled.filter((p) => !p.invalid);
+    const valid = c.pulled.filter(isPullSample);
     const got = valid.filter((p) => p.willAfterMs !== null).map((p) => p.willAfterMs!);
     const invalid = c.pulled.length - valid.length;
     const reasons = [...Object.entries(c.frontEnds).map(([k, v]) => `${k} ${v}`), ...(c.brokerTimeouts ? [`broker timeout ${c.brokerTimeouts}`] : [])].join(', ');
@@ -182,7 +182,7 @@ for (const r of results) {
       'false deaths': `${c.falseDeaths.clients}/${c.clients.connected}${c.falseDeaths.wills > c.falseDeaths.clients ? ` (${c.falseDeaths.wills} Wills)` : ''}`,
       'front ends of healthy (by reason)': reasons || '-',
       'pulled cable -> Will (median, n)': (got.length ? `${sec(median(got))} (${got.length}${got.length < valid.length ? `, ${valid.length - got.length} missed` : ''})` : valid.length ? `none in ${valid.length}` : '-')
-        + (invalid ? ` [${invalid} died before the pull]` : ''),
+        + (invalid ? ` [${invalid} left out: died before the pull]` : ''),
       'probes/idle client-h': Number.isFinite(c.probes.perIdleClientHour) ? String(Math.round(c.probes.perIdleClientHour)) : '-',
     });
   }
@@ -204,7 +204,7 @@ const json = {
   notes: [
     'falseDeaths: Wills of healthy clients seen by an observer on the broker while measuring.',
     'frontEnds: proxy = connection_end reasons of healthy clients; haproxy = tcplog termination states ("--" = closed by the client).',
-    'pulled: samples with "invalid" set had died (false death) before their pull and are left out of the statistics.',
+    'pulled: samples with "invalid" set (the connection had died before its pull) or a Will under 0.5 s after the pull (a verdict already under way) are left out of the statistics (isPullSample).',
     'probes: TcpExt.TCPKeepAlive delta of the server namespace / hours of idle connections (idle healthy clients over the window + pulled-cable clients from SUBACK to Will).',
   ],
   results,

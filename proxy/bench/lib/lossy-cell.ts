@@ -43,6 +43,15 @@ export interface PullResult {
   invalid?: string;
 }
 
+/**
+ * Whether a pulled-cable sample measures the pull. Left out: connections that had died (false death)
+ * before their pull, and Wills under 0.5 s after it, which no verdict caused by the pull can be
+ * (the fastest is a keep-alive probe interval): a verdict already under way when the cable was pulled.
+ */
+export function isPullSample(p: { willAfterMs: number | null; invalid?: string }): boolean {
+  return !p.invalid && (p.willAfterMs === null || p.willAfterMs >= 500);
+}
+
 export interface CellResult {
   system: SystemName;
   lossPercent: number;
@@ -271,7 +280,7 @@ export class Cell {
     try {
       const deadline = Date.now() + 60_000;
       while (!clients.every((c) => c.sub.subscribedAt > 0) && !this.stopping) {
-        if (Date.now() > deadline) throw new Error('pulled-cable clients did not connect within 60 s');
+        if (Date.now() > deadline) throw new Error(`pulled-cable clients did not connect within 60 s: ${clients.map((c) => c.sub.describe()).join('; ')}`);
         await sleep(100);
       }
       // A few seconds after the last MQTT packet (KA 60: the next PINGREQ is a minute away).

@@ -55,12 +55,15 @@ export class MosquittoSub {
   lastPacketAt = 0;
   /** First SUBACK (0: not yet). */
   subscribedAt = 0;
+  private tail = '';
 
   constructor(ns: Namespace, host: string, readonly spec: FleetClient, events: { subscribed?: (at: number) => void; reconnect?: () => void } = {}) {
     this.proc = ns.exec('stdbuf', ['-oL', 'mosquitto_sub', '-d', '-h', host, '-p', String(CLIENT_PORT), '-i', spec.id,
       '-k', String(spec.keepalive), '-V', spec.protocolVersion === 5 ? 'mqttv5' : 'mqttv311',
       '--will-topic', spec.willTopic, '--will-payload', spec.id, '--will-qos', '1', '-t', spec.topic, '-q', String(spec.qos)]);
+    this.proc.stderr!.on('data', (d: Buffer) => { this.tail = (this.tail + d.toString()).slice(-400); });
     onLines(this.proc.stdout!, (line) => {
+      if (!line.startsWith('Client')) this.tail = (this.tail + line + '\n').slice(-400);
       if (!/^Client \S+ (received|sending) [A-Z]+/.test(line)) return; // payload lines
       this.lastPacketAt = Date.now();
       if (line.includes('sending CONNECT') && this.connects++ > 0) events.reconnect?.();
@@ -69,6 +72,12 @@ export class MosquittoSub {
         events.subscribed?.(this.subscribedAt);
       }
     });
+  }
+
+  /** Exit status and the last lines that were not packet logs, for error messages. */
+  describe(): string {
+    const p = this.proc;
+    return `${this.spec.id}: ${p.exitCode !== null || p.signalCode !== null ? `exited ${p.exitCode ?? p.signalCode}` : 'running'}, ${this.connects} CONNECT sent${this.tail ? `, ${JSON.stringify(this.tail.trim())}` : ''}`;
   }
 }
 
