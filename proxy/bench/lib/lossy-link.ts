@@ -126,7 +126,7 @@ export class Namespace {
 
 const table = (dev: string, lossPercent: number) => [
   'table netdev lossy {',
-  // Loss applies to IPv4 only: the link layer (ARP) stays up, as on a cellular or tunnelled link.
+  // Loss applies to IPv4 only (neighbours are static anyway, see Link.create).
   `  chain loss_${dev} { type filter hook ingress device "${dev}" priority 0; policy accept; ${lossPercent > 0 ? `meta protocol ip numgen random mod 100 < ${lossPercent} drop;` : ''} }`,
   `  chain cut_${dev} { type filter hook ingress device "${dev}" priority -1; policy accept; }`,
   '}',
@@ -159,10 +159,18 @@ export class Link {
       lossPercent,
     );
     await run('ip', ['-n', a.name, 'link', 'add', devA, 'type', 'veth', 'peer', 'name', devB, 'netns', b.name]);
+    const mac = new Map<LinkEnd, string>();
     for (const end of [link.a, link.b]) {
       await run('ip', ['-n', end.ns.name, 'addr', 'add', `${end.address}/30`, 'dev', end.device]);
       await run('ip', ['-n', end.ns.name, 'link', 'set', end.device, 'up']);
       await end.ns.run('nft', ['-f', '-'], table(end.device, lossPercent));
+      const shown = JSON.parse(await run('ip', ['-n', end.ns.name, '-j', 'link', 'show', end.device])) as Array<{ address: string }>;
+      mac.set(end, shown[0]!.address);
+    }
+    // Static neighbours: no ARP on this link, as on a cellular or tunnelled one. A long cut would
+    // otherwise leave a FAILED neighbour entry behind and new connections would get EHOSTUNREACH.
+    for (const [end, peer] of [[link.a, link.b], [link.b, link.a]] as const) {
+      await run('ip', ['-n', end.ns.name, 'neigh', 'replace', peer.address, 'lladdr', mac.get(peer)!, 'dev', end.device, 'nud', 'permanent']);
     }
     return link;
   }
