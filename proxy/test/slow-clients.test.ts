@@ -37,6 +37,15 @@ t.test(`${SILENT} silent and ${TRICKLING} trickling connections all end at the C
   const timers: NodeJS.Timeout[] = [];
   t.teardown(() => { for (const x of timers) clearInterval(x); for (const x of clients) x.c.destroy(); });
 
+  // Sample the proxy's connection count and memory from the first connect on.
+  let peakOpen = 0;
+  let peak = process.memoryUsage();
+  const sampler = setInterval(() => {
+    peakOpen = Math.max(peakOpen, proxy.app.proxy.connections.size);
+    const m = process.memoryUsage();
+    if (m.heapUsed > peak.heapUsed) peak = m;
+  }, 20);
+  t.teardown(() => clearInterval(sampler));
   // Opened 100 at a time; each measured from its own connect.
   for (let i = 0; i < SILENT + TRICKLING; i += 100) {
     await Promise.all(Array.from({ length: Math.min(100, SILENT + TRICKLING - i) }, async (_, k) => {
@@ -58,15 +67,6 @@ t.test(`${SILENT} silent and ${TRICKLING} trickling connections all end at the C
     }));
   }
   const openedAll = performance.now();
-  // Sample the proxy's connection count and memory while they wait.
-  let peakOpen = 0;
-  let peak = process.memoryUsage();
-  const sampler = setInterval(() => {
-    peakOpen = Math.max(peakOpen, proxy.app.proxy.connections.size);
-    const m = process.memoryUsage();
-    if (m.heapUsed > peak.heapUsed) peak = m;
-  }, 20);
-  t.teardown(() => clearInterval(sampler));
   await eventually(() => clients.every((x) => x.closedAt > 0), 30_000, 'every slow connection closed');
   clearInterval(sampler);
   const lastClose = Math.max(...clients.map((x) => x.closedAt));
@@ -93,7 +93,16 @@ t.test(`${SILENT} silent and ${TRICKLING} trickling connections all end at the C
   const trickled = clients.filter((x) => x.trickle).map((x) => x.closedAt - x.openedAt);
   t.ok(Math.max(...trickled) <= 6_000, `trickling a byte a second does not extend it (longest ${Math.round(Math.max(...trickled))} ms)`);
   t.ok(clients.every((x) => x.c.received.length === 0), 'none was sent a byte');
-  t.equal(peakOpen, SILENT + TRICKLING, `all ${peakOpen} were open at once`);
+  // Every connection lives at least the CONNECT timeout (asserted above), so all those opened
+  // within any window shorter than it were open together. On a quiet machine that is all of
+  // them; on a loaded one opening 1,200 sockets can itself take longer than the timeout.
+  const opened = clients.map((x) => x.openedAt).sort((a, b) => a - b);
+  let together = 0;
+  for (let i = 0, j = 0; j < opened.length; j++) {
+    while (opened[j]! - opened[i]! >= 1_900) i++;
+    together = Math.max(together, j - i + 1);
+  }
+  t.ok(peakOpen >= together, `${peakOpen} open at once (at least the ${together} of ${SILENT + TRICKLING} opened within 1.9 s of each other)`);
 
   const heapGrowth = after.heapUsed - before.heapUsed;
   // Stated bound: after gc, within 8 MB of where it started (no per-connection leftovers:
