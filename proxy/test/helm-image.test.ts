@@ -132,7 +132,7 @@ t.test('the image content runs the proxy', async (t) => {
   const deadline = Date.now() + 60_000;
   let ready = false;
   while (!ready && Date.now() < deadline && proc.exitCode === null) {
-    ready = await request(`http://127.0.0.1:${adminPort}/readyz`).then((r) => { r.body.dump(); return r.statusCode === 200; }, () => false);
+    ready = await request(`http://127.0.0.1:${adminPort}/readyz`).then(async (r) => { await r.body.dump(); return r.statusCode === 200; }).catch(() => false);
     if (!ready) await new Promise((r) => setTimeout(r, 200));
   }
   t.ok(ready, `/readyz answers 200${ready ? '' : `\n${out}`}`);
