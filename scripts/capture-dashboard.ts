@@ -61,7 +61,7 @@ try {
   for (let s = 0; s < DURATION_S; s++) {
     if (s % 10 === 2 && s < DURATION_S - 40) {
       const raw = await RawClient.connect(proxy.port);
-      raw.write(connectFrame({ clientId: `fig-frozen-${s}`, keepalive: FROZEN_KEEPALIVES[((s / 10) | 0) % FROZEN_KEEPALIVES.length]!, will: { topic: 'fig/will', payload: 'gone' } }));
+      raw.write(connectFrame({ clientId: `fig-frozen-${s}`, keepalive: FROZEN_KEEPALIVES[((s / 10) | 0) % FROZEN_KEEPALIVES.length], will: { topic: 'fig/will', payload: 'gone' } }));
       frozen.push(raw);
     }
     if (s % 15 === 5) {
@@ -86,7 +86,7 @@ try {
   for (const [title, type] of PANELS) {
     const found = dashboard.panels.filter((p) => p.title === title && p.type === type);
     if (found.length !== 1) throw new Error(`expected one ${type} panel "${title}", found ${found.length}`);
-    const p = found[0]!;
+    const p = found[0];
     const series: PanelData['series'] = [];
     for (const target of p.targets ?? []) {
       const body = await prom.get<{ data: { result: Array<{ metric: Record<string, string>; values: Array<[number, string]> }> } }>(

@@ -42,7 +42,7 @@ async function aedesWs(cable: Cable): Promise<Endpoint> {
   await new Promise<void>((resolve) => tcp.listen(0, '127.0.0.1', resolve));
   const httpServer = http.createServer();
   const wss = new WebSocketServer({ server: httpServer });
-  wss.on('connection', (ws) => aedes.handle(createWebSocketStream(ws) as unknown as net.Socket));
+  wss.on('connection', (ws) => aedes.handle(createWebSocketStream(ws)));
   await new Promise<void>((resolve) => httpServer.listen(0, cable.hostAddress, resolve));
   return {
     name: 'aedes-ws', wsUrl: `ws://${cable.hostAddress}:${(httpServer.address() as net.AddressInfo).port}/mqtt`,

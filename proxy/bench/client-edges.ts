@@ -55,8 +55,8 @@ async function fakeServer(c: Case): Promise<{ port: number; connections: () => n
       let length = 0;
       let i = 1;
       for (let mul = 1; i < buf.length && i <= 4; i++, mul *= 128) {
-        length += (buf[i]! & 0x7f) * mul;
-        if ((buf[i]! & 0x80) === 0) break;
+        length += (buf[i] & 0x7f) * mul;
+        if ((buf[i] & 0x80) === 0) break;
       }
       if (i >= buf.length || buf.length < i + 1 + length) return;
       answered = true;
@@ -126,7 +126,7 @@ const results: Array<{ c: Case; client: string; o: Outcome }> = [];
 for (let i = 0; i < jobs.length; i += 6) {
   const batch = jobs.slice(i, i + 6);
   const outs = await Promise.all(batch.map((j) => j.run()));
-  batch.forEach((j, k) => results.push({ c: j.c, client: j.client, o: outs[k]! }));
+  batch.forEach((j, k) => results.push({ c: j.c, client: j.client, o: outs[k] }));
 }
 console.log(`window ${WINDOW_MS / 1000} s; "reconnects" = the server saw more than one connection`);
 for (const r of results) {

@@ -143,7 +143,7 @@ function policyCases(ms: number): MicroResult[] {
   return out;
 }
 
-export async function runMicro(argv: string[] = process.argv.slice(2)): Promise<MicroResult[]> {
+export function runMicro(argv: string[] = process.argv.slice(2)): MicroResult[] {
   const i = argv.indexOf('--seconds');
   const ms = (i >= 0 ? Number(argv[i + 1]) : 1) * 1000;
   const results = [...framerCases(ms), ...policyCases(ms)];
@@ -165,5 +165,5 @@ export async function runMicro(argv: string[] = process.argv.slice(2)): Promise<
 
 // Run directly (npm run bench:micro), not when imported by run.ts.
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  await runMicro();
+  runMicro();
 }

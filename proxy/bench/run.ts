@@ -38,7 +38,7 @@ if (opts.help) {
 
 if (opts.micro) {
   const { runMicro } = await import('./micro.ts');
-  await runMicro();
+  runMicro();
   process.exit(0);
 }
 

@@ -16,8 +16,8 @@ export interface CapturedChild {
 export function spawnCaptured(binary: string, args: string[]): CapturedChild {
   const proc = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
-  proc.stdout!.on('data', (d: Buffer) => { output += d.toString(); });
-  proc.stderr!.on('data', (d: Buffer) => { output += d.toString(); });
+  proc.stdout.on('data', (d: Buffer) => { output += d.toString(); });
+  proc.stderr.on('data', (d: Buffer) => { output += d.toString(); });
   const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
   const killOnExit = (): void => { proc.kill('SIGKILL'); };
   process.once('exit', killOnExit);

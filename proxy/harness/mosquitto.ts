@@ -28,8 +28,8 @@ export interface Mosquitto {
  * (see ports.ts), so a test file running in parallel is never given it, even
  * between restarts on it. Async for the callers written before the reservation.
  */
-export async function freePort(host = '127.0.0.1'): Promise<number> {
-  return reservedPort(host);
+export function freePort(host = '127.0.0.1'): Promise<number> {
+  return Promise.resolve(reservedPort(host));
 }
 
 export async function startMosquitto(options: { host?: string; port?: number; extraConfig?: string[] } = {}): Promise<Mosquitto> {
@@ -85,7 +85,7 @@ async function launch(binary: string, host: string, port: number, extraConfig: s
     await exited;
     const said = readLog() + output();
     rmSync(dir, { recursive: true, force: true });
-    throw new Error(`mosquitto did not start on ${host}:${port}: ${(err as Error).message}\n${said}`);
+    throw new Error(`mosquitto did not start on ${host}:${port}: ${(err as Error).message}\n${said}`, { cause: err });
   }
   return {
     host,

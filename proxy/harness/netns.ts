@@ -38,7 +38,7 @@ export function run(cmd: string, args: string[], input?: string): Promise<string
   });
 }
 
-const quiet = (p: Promise<unknown>) => p.catch(() => undefined);
+const quiet = <T>(p: Promise<T>): Promise<T | undefined> => p.catch(() => undefined);
 
 function pidAlive(pid: number): boolean {
   try {
@@ -65,11 +65,11 @@ async function removeStale(): Promise<void> {
     if (!isStale(ns)) continue;
     // Deleting a veth end removes the pair at once, even if stray processes keep the namespace alive.
     const links = await quiet(run('ip', ['-n', ns, '-o', 'link', 'show', 'type', 'veth']));
-    for (const m of String(links ?? '').matchAll(/^\d+: ([^:@]+)/gm)) await quiet(run('ip', ['-n', ns, 'link', 'delete', m[1]!]));
+    for (const m of (links ?? '').matchAll(/^\d+: ([^:@]+)/gm)) await quiet(run('ip', ['-n', ns, 'link', 'delete', m[1]]));
     await quiet(run('ip', ['netns', 'delete', ns]));
   }
   for (const m of (await run('nft', ['list', 'tables', 'netdev'])).matchAll(/^table netdev (\S+)$/gm)) {
-    if (isStale(m[1]!)) await quiet(run('nft', ['delete', 'table', 'netdev', m[1]!]));
+    if (isStale(m[1])) await quiet(run('nft', ['delete', 'table', 'netdev', m[1]]));
   }
 }
 
@@ -197,6 +197,15 @@ export async function withCable<T>(
 type Reader = { lines: Record<string, unknown>[]; wake: () => void; ended: boolean };
 const readers = new WeakMap<ChildProcess, Reader>();
 
+/** A JSON object line as it came; anything else (not JSON, or not an object) as a 'raw' event. */
+function parseEventLine(line: string): Record<string, unknown> {
+  try {
+    const value: unknown = JSON.parse(line);
+    if (typeof value === 'object' && value !== null && !Array.isArray(value)) return value as Record<string, unknown>;
+  } catch { /* not JSON: kept as raw below */ }
+  return { event: 'raw', line };
+}
+
 /** Wait for (and consume) the oldest unconsumed stdout JSON line with this event. */
 export async function waitForEvent(child: ChildProcess, event: string, timeoutMs = 30_000): Promise<Record<string, unknown>> {
   let r = readers.get(child);
@@ -210,7 +219,7 @@ export async function waitForEvent(child: ChildProcess, event: string, timeoutMs
       state.buf = parts.pop()!;
       for (const line of parts) {
         if (!line.trim()) continue;
-        try { state.lines.push(JSON.parse(line)); } catch { state.lines.push({ event: 'raw', line }); }
+        state.lines.push(parseEventLine(line));
       }
       state.wake();
     });
@@ -220,7 +229,7 @@ export async function waitForEvent(child: ChildProcess, event: string, timeoutMs
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const i = reader.lines.findIndex((l) => l.event === event);
-    if (i >= 0) return reader.lines.splice(i, 1)[0]!;
+    if (i >= 0) return reader.lines.splice(i, 1)[0];
     const left = deadline - Date.now();
     if (left <= 0 || reader.ended) {
       throw new Error(`no "${event}" event ${reader.ended ? 'before stdout closed' : `within ${timeoutMs} ms`}`);

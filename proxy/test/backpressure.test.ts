@@ -36,7 +36,7 @@ t.test('broker stopped while a client floods: the proxy holds a bounded amount, 
   t.teardown(() => client.destroy());
   client.write(connectFrame({ clientId: 'flooder', keepalive: 60 }));
   await client.waitForBytes(4);
-  const frame = mqttPacket.generate({ cmd: 'publish', topic: 'flood/x', payload: Buffer.alloc(64 * 1024, 0x78), qos: 0, retain: false, dup: false } as mqttPacket.IPublishPacket);
+  const frame = mqttPacket.generate({ cmd: 'publish', topic: 'flood/x', payload: Buffer.alloc(64 * 1024, 0x78), qos: 0, retain: false, dup: false });
   await sleep(300);
   const rssBefore = rssOf(pid);
 

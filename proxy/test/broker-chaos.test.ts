@@ -202,7 +202,7 @@ t.test(`broker stopped ${SIGTERM_ROUNDS} times (SIGTERM) and killed ${SIGKILL_RO
       await eventually(() => everyone.every((tr, k) => tr.connects > connectsBefore[k] && tr.client.connected), 20_000, `round ${round}: every client reconnected`);
     } catch (err) {
       const state = everyone.map((tr, k) => `${tr.name} connected=${tr.client.connected} connects ${connectsBefore[k]}->${tr.connects} errors ${tr.errors}`).join('; ');
-      throw new Error(`${(err as Error).message}: ${state}\nbroker log tail:\n${broker.log().split('\n').slice(-15).join('\n')}`);
+      throw new Error(`${(err as Error).message}: ${state}\nbroker log tail:\n${broker.log().split('\n').slice(-15).join('\n')}`, { cause: err });
     }
     reconnectTimes.push(performance.now() - upAt);
   }

@@ -24,7 +24,7 @@ function start(args: string[]): Running {
   const proc = spawn(process.execPath, [BIN, ...args], { cwd: PACKAGE_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   const lines: Array<Record<string, unknown>> = [];
   let buf = '';
-  proc.stdout!.on('data', (d: Buffer) => {
+  proc.stdout.on('data', (d: Buffer) => {
     const parts = (buf + d.toString()).split('\n');
     buf = parts.pop()!;
     for (const p of parts) if (p) lines.push(JSON.parse(p) as Record<string, unknown>);
@@ -39,7 +39,7 @@ t.test('--help, --version, bad flags', async (t) => {
   t.equal(help.status, 0);
   t.match(help.stdout, /--listen HOST:PORT/);
   t.match(help.stdout, /check-config FILE/);
-  t.match(help.stdout, /Exit codes:\n  0 .*\n  1 .*\n  2 /, 'exit codes documented in --help');
+  t.match(help.stdout, /Exit codes:\n {2}0 .*\n {2}1 .*\n {2}2 /, 'exit codes documented in --help');
   t.match(help.stdout, /MLP_KEEP_ALIVE__MAX/, 'the environment convention too');
   const version = cli(['--version']);
   t.equal(version.stdout.trim(), '0.1.0');

@@ -84,10 +84,9 @@ t.test('a pulled cable through the facade: write, samples on the timer, tcp_user
   let at = c.onWrite(clock.now());
   t.ok(at > clock.now() && at < clock.now() + 1000);
   let v;
-  let retransmits = 0;
   do {
     clock.advance(at - clock.now());
-    retransmits = Math.floor((clock.now() - 30_000) / 1000);
+    const retransmits = Math.floor((clock.now() - 30_000) / 1000);
     v = c.onSample(k.set({ unacked: 1, retransmits, lastAckRecvMs: clock.now() }).s, clock.now());
     at = v.nextCheckAt;
   } while (v.state !== 'dead' && clock.now() < 200_000);

@@ -15,9 +15,9 @@ const v5Disconnect = (reason: number) => Buffer.from([0xe0, 0x01, reason]);
 const hex = (b: Buffer) => b.toString('hex');
 
 const connect = (protocolVersion: 4 | 5, keepalive: number, clientId = 'unit') =>
-  mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion, clientId, keepalive, clean: true } as mqttPacket.IConnectPacket);
+  mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion, clientId, keepalive, clean: true });
 const publish = (payloadBytes: number, protocolVersion = 4) =>
-  mqttPacket.generate({ cmd: 'publish', topic: 't', payload: Buffer.alloc(payloadBytes, 0x61), qos: 0, retain: false, dup: false } as mqttPacket.IPublishPacket, { protocolVersion });
+  mqttPacket.generate({ cmd: 'publish', topic: 't', payload: Buffer.alloc(payloadBytes, 0x61), qos: 0, retain: false, dup: false }, { protocolVersion });
 
 /** A connection through its handshake: CONNECT relayed, CONNACK relayed. */
 async function session(protocolVersion: 4 | 5, keepAlive: number, options: HarnessOptions = {}): Promise<Harness> {
@@ -33,7 +33,7 @@ async function session(protocolVersion: 4 | 5, keepAlive: number, options: Harne
 async function closed(h: Harness) {
   for (let i = 0; i < 50 && h.closes.length === 0; i++) await h.settle();
   if (h.closes.length === 0) throw new Error(`no close event; phase ${h.conn.phase}`);
-  return h.closes[0]!;
+  return h.closes[0];
 }
 
 t.test('handshake: CONNECT and CONNACK relayed byte for byte (3.1.1)', async (t) => {
@@ -94,7 +94,7 @@ t.test('handshake: MQTT 5 Server Keep Alive set by the proxy, or the broker\'s s
   const b = connectionHarness({ configure: (c) => { c.keepAlive.max = 30; } });
   b.client.write(connect(5, 600));
   await b.settle();
-  const smaller = mqttPacket.generate({ cmd: 'connack', reasonCode: 0, sessionPresent: false, properties: { serverKeepAlive: 10 } } as mqttPacket.IConnackPacket, { protocolVersion: 5 });
+  const smaller = mqttPacket.generate({ cmd: 'connack', reasonCode: 0, sessionPresent: false, properties: { serverKeepAlive: 10 } }, { protocolVersion: 5 });
   b.broker.write(smaller);
   await b.settle();
   t.equal(hex(b.toClient()), hex(smaller), 'the broker\'s CONNACK unchanged');

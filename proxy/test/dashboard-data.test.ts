@@ -195,13 +195,13 @@ t.test('every dashboard query returns data from a real Prometheus', async (t) =>
         expected.forEach(([title, refId, namespace, labels, check, what], i) => {
           const [name, type] = title.split('/');
           if (name !== panel.title || (type && type !== panel.type) || refId !== target.refId || namespace !== ns) return;
-          matched[i]!++;
+          matched[i]++;
           const series = selected?.data.result.filter((s) => Object.entries(labels).every(([k, v]) => s.metric[k] === v)) ?? [];
           const max = Math.max(-Infinity, ...series.flatMap((s) => s.values.map(([, v]) => Number(v)).filter(Number.isFinite)));
           t.ok(check(max), `panel "${title}" ${refId} in ${ns} ${JSON.stringify(labels)} shows ${what} (max ${max})`);
         });
       }
-      if (Object.keys(perNamespace[NS_A]!).length > 0 && Object.keys(perNamespace[NS_B]!).length > 0) inBoth++;
+      if (Object.keys(perNamespace[NS_A]).length > 0 && Object.keys(perNamespace[NS_B]).length > 0) inBoth++;
     }
   }
   // A renamed panel or refId must not silently drop its content check.
@@ -214,7 +214,7 @@ t.test('every dashboard query returns data from a real Prometheus', async (t) =>
     const m = /^label_values\((.*), (\w+)\)$/.exec((v.query as { query: string }).query);
     t.ok(m, `variable ${v.name}: label_values query`);
     if (!m) continue;
-    const values = async (ns: string) => (await prom.get<{ data: string[] }>(`/api/v1/label/${m![2]}/values?match[]=${encodeURIComponent(substitute(m![1]!, ns))}&start=${start}&end=${end}`))?.data;
+    const values = async (ns: string) => (await prom.get<{ data: string[] }>(`/api/v1/label/${m[2]}/values?match[]=${encodeURIComponent(substitute(m[1], ns))}&start=${start}&end=${end}`))?.data;
     const body = { data: await values('.*') };
     t.ok((body?.data?.length ?? 0) > 0, `variable ${v.name} has values: ${JSON.stringify(body?.data)}`);
     if (v.name === 'namespace') t.same(body?.data, [NS_A, NS_B]);

@@ -111,7 +111,7 @@ function lintExpr(t: Test, expr: string, p: Panel, target: Target, id: string): 
   const names = [...expr.matchAll(METRIC)];
   t.ok(names.length > 0, `${id}: uses a metric`);
   for (const m of names) {
-    const after = expr.slice(m.index! + m[0].length);
+    const after = expr.slice(m.index + m[0].length);
     const selector = /^\{([^}]*)\}/.exec(after);
     t.ok(selector, `${id}: ${m[0]} has a label selector`);
     t.match(selector?.[1] ?? '', /(^|, )namespace=~"\$namespace"(,|$)/, `${id}: ${m[0]} has namespace=~"$namespace"`);

@@ -25,25 +25,24 @@ function prng(seed: number): () => number {
 /** One fixture of each packet type, for MQTT 3.1.1 and MQTT 5 (with properties). */
 function fixtures(protocolVersion: 4 | 5): Buffer[] {
   const v5 = protocolVersion === 5;
-  const props = v5 ? { userProperties: { k: 'v' } } : undefined;
   const packets: Packet[] = [
-    { cmd: 'connect', protocolId: 'MQTT', protocolVersion, clean: true, clientId: 'c1', keepalive: 30, username: 'u', password: Buffer.from('secret'), will: { topic: 'w', payload: Buffer.from('gone'), qos: 1, retain: false, ...(v5 ? { properties: { willDelayInterval: 0 } } : {}) }, ...(v5 ? { properties: { sessionExpiryInterval: 60 } } : {}) } as Packet,
-    { cmd: 'connack', sessionPresent: false, ...(v5 ? { reasonCode: 0, properties: { serverKeepAlive: 20 } } : { returnCode: 0 }) } as Packet,
-    { cmd: 'publish', topic: 'a/b', payload: Buffer.alloc(300, 7), qos: 1, messageId: 7, retain: false, dup: false, ...(v5 ? { properties: { topicAlias: 3, userProperties: { a: 'b' } } } : {}) } as Packet,
-    { cmd: 'publish', topic: 'q0', payload: Buffer.from('x'), qos: 0, retain: true, dup: false } as Packet,
-    { cmd: 'puback', messageId: 7, ...(v5 ? { reasonCode: 0x10, properties: { reasonString: 'ok' } } : {}) } as Packet,
-    { cmd: 'pubrec', messageId: 8 } as Packet,
-    { cmd: 'pubrel', messageId: 8 } as Packet,
-    { cmd: 'pubcomp', messageId: 8 } as Packet,
-    { cmd: 'subscribe', messageId: 9, subscriptions: [{ topic: 'a/#', qos: 2 }], ...(v5 ? { properties: { subscriptionIdentifier: 5 } } : {}) } as Packet,
-    { cmd: 'suback', messageId: 9, granted: [2] } as Packet,
-    { cmd: 'unsubscribe', messageId: 10, unsubscriptions: ['a/#'] } as Packet,
+    { cmd: 'connect', protocolId: 'MQTT', protocolVersion, clean: true, clientId: 'c1', keepalive: 30, username: 'u', password: Buffer.from('secret'), will: { topic: 'w', payload: Buffer.from('gone'), qos: 1, retain: false, ...(v5 ? { properties: { willDelayInterval: 0 } } : {}) }, ...(v5 ? { properties: { sessionExpiryInterval: 60 } } : {}) },
+    { cmd: 'connack', sessionPresent: false, ...(v5 ? { reasonCode: 0, properties: { serverKeepAlive: 20 } } : { returnCode: 0 }) },
+    { cmd: 'publish', topic: 'a/b', payload: Buffer.alloc(300, 7), qos: 1, messageId: 7, retain: false, dup: false, ...(v5 ? { properties: { topicAlias: 3, userProperties: { a: 'b' } } } : {}) },
+    { cmd: 'publish', topic: 'q0', payload: Buffer.from('x'), qos: 0, retain: true, dup: false },
+    { cmd: 'puback', messageId: 7, ...(v5 ? { reasonCode: 0x10, properties: { reasonString: 'ok' } } : {}) },
+    { cmd: 'pubrec', messageId: 8 },
+    { cmd: 'pubrel', messageId: 8 },
+    { cmd: 'pubcomp', messageId: 8 },
+    { cmd: 'subscribe', messageId: 9, subscriptions: [{ topic: 'a/#', qos: 2 }], ...(v5 ? { properties: { subscriptionIdentifier: 5 } } : {}) },
+    { cmd: 'suback', messageId: 9, granted: [2] },
+    { cmd: 'unsubscribe', messageId: 10, unsubscriptions: ['a/#'] },
     { cmd: 'unsuback', messageId: 10, ...(v5 ? { granted: [0] } : {}) } as Packet,
-    { cmd: 'pingreq' } as Packet,
-    { cmd: 'pingresp' } as Packet,
-    { cmd: 'disconnect', ...(v5 ? { reasonCode: 0x04, properties: { sessionExpiryInterval: 0 } } : {}) } as Packet,
+    { cmd: 'pingreq' },
+    { cmd: 'pingresp' },
+    { cmd: 'disconnect', ...(v5 ? { reasonCode: 0x04, properties: { sessionExpiryInterval: 0 } } : {}) },
   ];
-  if (v5) packets.push({ cmd: 'auth', reasonCode: 0x18, properties: { authenticationMethod: 'm' } } as Packet);
+  if (v5) packets.push({ cmd: 'auth', reasonCode: 0x18, properties: { authenticationMethod: 'm' } });
   return packets.map((p) => mqttPacket.generate(p, { protocolVersion }));
 }
 

@@ -88,16 +88,16 @@ function connectArb(version: Version | 3): fc.Arbitrary<Packet> {
     // A password needs a username (3.1.1); a clean-less session needs a client id.
     username: p.password !== undefined && p.username === undefined ? 'u' : p.username,
     clientId: !p.clean && p.clientId === '' ? 'c' : p.clientId,
-  }) as Packet);
+  }));
 }
 
 function connackArb(version: Version): fc.Arbitrary<Packet> {
-  if (version === 4) return fc.record({ sessionPresent: fc.boolean(), returnCode: fc.integer({ min: 0, max: 5 }) }).map((p) => ({ cmd: 'connack', ...p }) as Packet);
+  if (version === 4) return fc.record({ sessionPresent: fc.boolean(), returnCode: fc.integer({ min: 0, max: 5 }) }).map((p): Packet => ({ cmd: 'connack', ...p }));
   return fc.record({
     sessionPresent: fc.boolean(),
     reasonCode: fc.constantFrom(0x00, 0x80, 0x81, 0x82, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8a, 0x8c, 0x90, 0x95, 0x97, 0x99, 0x9a, 0x9b, 0x9c, 0x9d, 0x9f),
     properties: fc.option(props({ sessionExpiryInterval: u32, receiveMaximum: fc.integer({ min: 1, max: 0xffff }), maximumQoS: fc.constantFrom(0, 1), retainAvailable: fc.boolean(), maximumPacketSize: fc.integer({ min: 1, max: 0xffff_ffff }), assignedClientIdentifier: text(10), topicAliasMaximum: u16, reasonString: text(10), userProperties, wildcardSubscriptionAvailable: fc.boolean(), subscriptionIdentifiersAvailable: fc.boolean(), sharedSubscriptionAvailable: fc.boolean(), serverKeepAlive: u16, responseInformation: text(8), serverReference: text(8), authenticationMethod: text(8, 1), authenticationData: bytes(8) }), { nil: undefined }),
-  }).map((p) => ({ cmd: 'connack', ...p }) as Packet);
+  }).map((p): Packet => ({ cmd: 'connack', ...p }));
 }
 
 function packetArb(version: Version): fc.Arbitrary<Packet> {
@@ -114,25 +114,25 @@ function packetArb(version: Version): fc.Arbitrary<Packet> {
     dup: fc.boolean(),
     messageId,
     properties: opt(props({ payloadFormatIndicator: fc.boolean(), messageExpiryInterval: u32, topicAlias: fc.integer({ min: 1, max: 0xffff }), responseTopic: topicName, correlationData: bytes(8), userProperties, subscriptionIdentifier: fc.integer({ min: 1, max: 268_435_455 }), contentType: text(8) })),
-  }).map((p) => ({ cmd: 'publish', ...p, dup: p.qos === 0 ? false : p.dup }) as Packet);
+  }).map((p): Packet => ({ cmd: 'publish', ...p, dup: p.qos === 0 ? false : p.dup }));
   const subscribe = fc.record({
     messageId,
     subscriptions: fc.array(fc.record({ topic: topicFilter, qos: fc.constantFrom(0, 1, 2), ...(v5 ? { nl: fc.boolean(), rap: fc.boolean(), rh: fc.constantFrom(0, 1, 2) } : {}) }), { minLength: 1, maxLength: 4 }),
     properties: opt(props({ subscriptionIdentifier: fc.integer({ min: 1, max: 268_435_455 }), userProperties })),
-  }).map((p) => ({ cmd: 'subscribe', ...p }) as Packet);
+  }).map((p): Packet => ({ cmd: 'subscribe', ...p }));
   const suback = fc.record({
     messageId,
     granted: fc.array(v5 ? fc.constantFrom(0, 1, 2, 0x80, 0x83, 0x87, 0x8f, 0x91, 0x97, 0x9e, 0xa1, 0xa2) : fc.constantFrom(0, 1, 2, 0x80), { minLength: 1, maxLength: 4 }),
     properties: opt(reasonProps),
-  }).map((p) => ({ cmd: 'suback', ...p }) as Packet);
+  }).map((p): Packet => ({ cmd: 'suback', ...p }));
   const unsubscribe = fc.record({ messageId, unsubscriptions: fc.array(topicFilter, { minLength: 1, maxLength: 4 }), properties: opt(props({ userProperties })) })
-    .map((p) => ({ cmd: 'unsubscribe', ...p }) as Packet);
+    .map((p): Packet => ({ cmd: 'unsubscribe', ...p }));
   const unsuback = fc.record({ messageId, granted: v5 ? fc.array(fc.constantFrom(0, 0x11, 0x80, 0x83, 0x87, 0x8f, 0x91), { minLength: 1, maxLength: 4 }) : fc.constant(undefined), properties: opt(reasonProps) })
     .map((p) => ({ cmd: 'unsuback', ...p }) as Packet);
   const disconnect = v5
     ? fc.record({ reasonCode: fc.constantFrom(0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8b, 0x8d, 0x8e, 0x93, 0x95, 0x98, 0x9c), properties: fc.option(props({ sessionExpiryInterval: u32, reasonString: text(10), userProperties, serverReference: text(8) }), { nil: undefined }) })
-      .map((p) => ({ cmd: 'disconnect', ...p }) as Packet)
-    : fc.constant({ cmd: 'disconnect' } as Packet);
+      .map((p): Packet => ({ cmd: 'disconnect', ...p }))
+    : fc.constant<Packet>({ cmd: 'disconnect' });
   const all: Array<fc.Arbitrary<Packet>> = [
     connectArb(version),
     connackArb(version),
@@ -145,13 +145,13 @@ function packetArb(version: Version): fc.Arbitrary<Packet> {
     suback,
     unsubscribe,
     unsuback,
-    fc.constant({ cmd: 'pingreq' } as Packet),
-    fc.constant({ cmd: 'pingresp' } as Packet),
+    fc.constant<Packet>({ cmd: 'pingreq' }),
+    fc.constant<Packet>({ cmd: 'pingresp' }),
     disconnect,
   ];
   if (v5) {
     all.push(fc.record({ reasonCode: fc.constantFrom(0x00, 0x18, 0x19), properties: fc.option(props({ authenticationMethod: text(8, 1), authenticationData: bytes(8), reasonString: text(8), userProperties }), { nil: undefined }) })
-      .map((p) => ({ cmd: 'auth', ...p }) as Packet));
+      .map((p): Packet => ({ cmd: 'auth', ...p })));
   }
   return fc.oneof(...all);
 }
@@ -167,7 +167,7 @@ function frameArb(version: Version): fc.Arbitrary<Buffer> {
     parser.on('error', (e: Error) => { failure ??= e; });
     parser.parse(frame);
     if (failure || parsed.length !== 1 || parsed[0] !== p.cmd) {
-      throw new Error(`arbitrary produced an invalid ${p.cmd}: ${String(failure)} ${JSON.stringify(parsed)} ${frame.subarray(0, 64).toString('hex')} ${JSON.stringify(p, (k, v) => (k === 'payload' ? undefined : v))}`);
+      throw new Error(`arbitrary produced an invalid ${p.cmd}: ${String(failure)} ${JSON.stringify(parsed)} ${frame.subarray(0, 64).toString('hex')} ${JSON.stringify(p, (k: string, v: unknown) => (k === 'payload' ? undefined : v))}`);
     }
     return frame;
   });
@@ -353,7 +353,7 @@ t.test('(b) random and mutated streams: no throw, stable codes, a prefix of the 
     try {
       r = feed(chunksOf(stream, cuts), d);
     } catch (err) {
-      throw new Error(`push threw: ${(err as Error).stack}`);
+      throw new Error(`push threw: ${(err as Error).stack}`, { cause: err });
     }
     if (r.error !== null) {
       if (!(r.error instanceof FrameError)) throw new Error('error is not a FrameError');
@@ -434,9 +434,9 @@ t.test('(c) decodeConnect on mutated CONNECTs: returns consistent info or throws
     try {
       info = decodeConnect(mutated);
     } catch (err) {
-      if (!(err instanceof FrameError)) throw new Error(`threw ${(err as Error)?.constructor?.name}: ${(err as Error).message}`);
-      if (err.code !== 'MLP_DECODE') throw new Error(`code ${err.code}`);
-      if (err.message.includes(password) || err.message.includes(PASSWORD_MARK) || (err.stack ?? '').includes(password)) throw new Error('the password is in the error');
+      if (!(err instanceof FrameError)) throw new Error(`threw ${(err as Error)?.constructor?.name}: ${(err as Error).message}`, { cause: err });
+      if (err.code !== 'MLP_DECODE') throw new Error(`code ${err.code}`, { cause: err });
+      if (err.message.includes(password) || err.message.includes(PASSWORD_MARK) || (err.stack ?? '').includes(password)) throw new Error('the password is in the error', { cause: err });
       refused++;
       return;
     }
@@ -472,8 +472,8 @@ t.test('(c) decodeConnack on mutated CONNACKs: returns or throws MLP_DECODE; a v
     try {
       info = decodeConnack(mutated, version);
     } catch (err) {
-      if (!(err instanceof FrameError)) throw new Error(`threw ${(err as Error)?.constructor?.name}: ${(err as Error).message}`);
-      if (err.code !== 'MLP_DECODE') throw new Error(`code ${err.code}`);
+      if (!(err instanceof FrameError)) throw new Error(`threw ${(err as Error)?.constructor?.name}: ${(err as Error).message}`, { cause: err });
+      if (err.code !== 'MLP_DECODE') throw new Error(`code ${err.code}`, { cause: err });
       refused++;
       return;
     }
@@ -485,7 +485,7 @@ t.test('(c) decodeConnack on mutated CONNACKs: returns or throws MLP_DECODE; a v
       try {
         rewritten = withServerKeepAlive(mutated, seconds, info.serverKeepAlive !== undefined);
       } catch (err) {
-        throw new Error(`withServerKeepAlive threw ${(err as Error).message}`);
+        throw new Error(`withServerKeepAlive threw ${(err as Error).message}`, { cause: err });
       }
       const again = decodeConnack(rewritten, 5);
       if (again.serverKeepAlive !== seconds) throw new Error(`Server Keep Alive ${again.serverKeepAlive}, wanted ${seconds}`);
@@ -512,7 +512,7 @@ t.test('regression: a v5 CONNACK with a user property missing its value', async 
   t.throws(() => mqttPacket.generate({ ...parsed, properties: { ...parsed?.properties, serverKeepAlive: 30 } } as Packet, { protocolVersion: 5 }), TypeError, 'and its writer throws a TypeError on it');
   t.throws(() => decodeConnack(frame, 5), { code: 'MLP_DECODE' }, 'decodeConnack refuses it, so the relay passes it on unchanged');
   t.throws(() => withServerKeepAlive(frame, 30, true), { code: 'MLP_DECODE' }, 'withServerKeepAlive throws only FrameError');
-  const good = mqttPacket.generate({ cmd: 'connack', sessionPresent: true, reasonCode: 0, properties: { serverKeepAlive: 60, userProperties: { k: 'v' }, reasonString: 'ok' } } as Packet, { protocolVersion: 5 });
+  const good = mqttPacket.generate({ cmd: 'connack', sessionPresent: true, reasonCode: 0, properties: { serverKeepAlive: 60, userProperties: { k: 'v' }, reasonString: 'ok' } }, { protocolVersion: 5 });
   const rewritten = withServerKeepAlive(good, 30, true);
   t.equal(rewritten.length, good.length, 'a present Server Keep Alive is overwritten in place');
   t.equal(decodeConnack(rewritten, 5).serverKeepAlive, 30);

@@ -53,17 +53,17 @@ function clientFrame(version: 4 | 5): Buffer {
   const id = 1 + int(0xfffe);
   const props = v5 && rnd() < 0.5 ? { userProperties: { k: `v${int(100)}` } } : undefined;
   const kinds: Array<() => Packet> = [
-    () => ({ cmd: 'publish', topic: `fuzz/${int(50)}`, payload: randomBytes(int(200)), qos: pick([0, 1, 2] as const), retain: false, dup: false, messageId: id, properties: props }) as Packet,
-    () => ({ cmd: 'publish', topic: `fuzz/big`, payload: Buffer.alloc(2000 + int(20_000), 7), qos: 0, retain: false, dup: false }) as Packet,
-    () => ({ cmd: 'subscribe', messageId: id, subscriptions: [{ topic: pick(['fuzz/#', 'fuzz/+', 'x/y', '#']), qos: pick([0, 1, 2] as const) }], properties: props }) as Packet,
-    () => ({ cmd: 'unsubscribe', messageId: id, unsubscriptions: ['fuzz/#'] }) as Packet,
-    () => ({ cmd: pick(['puback', 'pubrec', 'pubrel', 'pubcomp']), messageId: id }) as Packet,
-    () => ({ cmd: 'pingreq' }) as Packet,
-    () => ({ cmd: 'pingreq' }) as Packet,
-    () => ({ cmd: 'disconnect', ...(v5 ? { reasonCode: pick([0, 4, 0x80]) } : {}) }) as Packet,
-    () => ({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: version, clean: true, clientId: `again-${int(1e6)}`, keepalive: 30 }) as Packet,
+    () => ({ cmd: 'publish', topic: `fuzz/${int(50)}`, payload: randomBytes(int(200)), qos: pick([0, 1, 2] as const), retain: false, dup: false, messageId: id, properties: props }),
+    () => ({ cmd: 'publish', topic: `fuzz/big`, payload: Buffer.alloc(2000 + int(20_000), 7), qos: 0, retain: false, dup: false }),
+    () => ({ cmd: 'subscribe', messageId: id, subscriptions: [{ topic: pick(['fuzz/#', 'fuzz/+', 'x/y', '#']), qos: pick([0, 1, 2] as const) }], properties: props }),
+    () => ({ cmd: 'unsubscribe', messageId: id, unsubscriptions: ['fuzz/#'] }),
+    () => ({ cmd: pick(['puback', 'pubrec', 'pubrel', 'pubcomp']), messageId: id }),
+    () => ({ cmd: 'pingreq' }),
+    () => ({ cmd: 'pingreq' }),
+    () => ({ cmd: 'disconnect', ...(v5 ? { reasonCode: pick([0, 4, 0x80]) } : {}) }),
+    () => ({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: version, clean: true, clientId: `again-${int(1e6)}`, keepalive: 30 }),
   ];
-  if (v5) kinds.push(() => ({ cmd: 'auth', reasonCode: 0x18, properties: { authenticationMethod: 'x' } }) as Packet);
+  if (v5) kinds.push(() => ({ cmd: 'auth', reasonCode: 0x18, properties: { authenticationMethod: 'x' } }));
   return mqttPacket.generate(pick(kinds)(), { protocolVersion: version });
 }
 
@@ -295,12 +295,12 @@ async function fakeBroker(answer: (i: number, connect: Buffer) => Buffer[]): Pro
 
 function brokerFrame(version: 4 | 5): Buffer {
   const kinds: Packet[] = [
-    { cmd: 'publish', topic: `t/${int(9)}`, payload: randomBytes(int(300)), qos: pick([0, 1] as const), messageId: 1 + int(1000), retain: false, dup: false } as Packet,
-    { cmd: 'suback', messageId: 1 + int(1000), granted: [pick([0, 1, 2, 0x80])] } as Packet,
-    { cmd: 'puback', messageId: 1 + int(1000) } as Packet,
-    { cmd: 'pingresp' } as Packet,
-    { cmd: 'disconnect', ...(version === 5 ? { reasonCode: pick([0x00, 0x8e, 0x89]) } : {}) } as Packet,
-    { cmd: 'connack', sessionPresent: false, ...(version === 5 ? { reasonCode: 0, properties: { serverKeepAlive: 60 } } : { returnCode: 0 }) } as Packet,
+    { cmd: 'publish', topic: `t/${int(9)}`, payload: randomBytes(int(300)), qos: pick([0, 1] as const), messageId: 1 + int(1000), retain: false, dup: false },
+    { cmd: 'suback', messageId: 1 + int(1000), granted: [pick([0, 1, 2, 0x80])] },
+    { cmd: 'puback', messageId: 1 + int(1000) },
+    { cmd: 'pingresp' },
+    { cmd: 'disconnect', ...(version === 5 ? { reasonCode: pick([0x00, 0x8e, 0x89]) } : {}) },
+    { cmd: 'connack', sessionPresent: false, ...(version === 5 ? { reasonCode: 0, properties: { serverKeepAlive: 60 } } : { returnCode: 0 }) },
   ];
   return mqttPacket.generate(pick(kinds), { protocolVersion: version });
 }
@@ -309,7 +309,7 @@ t.test('a hostile broker: 300 connections answered with mutated CONNACKs and fra
   const n = 300;
   const fake = await fakeBroker((i, connect) => {
     const version = connect[8] === 5 ? 5 : 4; // protocol level byte of an MQTT CONNECT
-    const connack = mqttPacket.generate({ cmd: 'connack', sessionPresent: false, ...(version === 5 ? { reasonCode: 0, properties: { serverKeepAlive: 60, userProperties: { a: 'b' } } } : { returnCode: 0 }) } as Packet, { protocolVersion: version });
+    const connack = mqttPacket.generate({ cmd: 'connack', sessionPresent: false, ...(version === 5 ? { reasonCode: 0, properties: { serverKeepAlive: 60, userProperties: { a: 'b' } } } : { returnCode: 0 }) }, { protocolVersion: version });
     const frames = [i % 3 === 0 ? mutate(connack) : connack, ...Array.from({ length: int(6) }, () => (rnd() < 0.5 ? mutate(brokerFrame(version)) : brokerFrame(version)))];
     const stream = Buffer.concat(frames);
     const cut = int(stream.length + 1);

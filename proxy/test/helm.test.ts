@@ -32,15 +32,15 @@ import { formatHostPort } from '../src/config/types.ts';
 
 type Validator = (o: K8sObject) => void;
 const MODELS: Record<string, Validator> = {
-  'v1/ConfigMap': (o) => new ConfigMap(o as never).validate(),
-  'v1/Secret': (o) => new Secret(o as never).validate(),
-  'v1/Service': (o) => new Service(o as never).validate(),
-  'v1/ServiceAccount': (o) => new ServiceAccount(o as never).validate(),
-  'v1/Pod': (o) => new Pod(o as never).validate(),
-  'apps/v1/Deployment': (o) => new Deployment(o as never).validate(),
-  'apps/v1/StatefulSet': (o) => new StatefulSet(o as never).validate(),
-  'networking.k8s.io/v1/NetworkPolicy': (o) => new NetworkPolicy(o as never).validate(),
-  'policy/v1/PodDisruptionBudget': (o) => new PodDisruptionBudget(o as never).validate(),
+  'v1/ConfigMap': (o) => new ConfigMap(o).validate(),
+  'v1/Secret': (o) => new Secret(o).validate(),
+  'v1/Service': (o) => new Service(o).validate(),
+  'v1/ServiceAccount': (o) => new ServiceAccount(o).validate(),
+  'v1/Pod': (o) => new Pod(o).validate(),
+  'apps/v1/Deployment': (o) => new Deployment(o).validate(),
+  'apps/v1/StatefulSet': (o) => new StatefulSet(o).validate(),
+  'networking.k8s.io/v1/NetworkPolicy': (o) => new NetworkPolicy(o).validate(),
+  'policy/v1/PodDisruptionBudget': (o) => new PodDisruptionBudget(o).validate(),
   'monitoring.coreos.com/v1/ServiceMonitor': (o) => new ServiceMonitor(o as never).validate(),
   'monitoring.coreos.com/v1/PrometheusRule': (o) => new PrometheusRule(o as never).validate(),
 };

@@ -62,7 +62,7 @@ t.test('echo works, pull silences both directions without RST/FIN, restore and d
   const seen: string[] = [];
   sock.on('end', () => seen.push('end'));
   sock.on('close', () => seen.push('close'));
-  sock.on('data', (d) => seen.push(`data:${d}`));
+  sock.on('data', (d) => seen.push(`data:${d.toString()}`));
 
   await cable.pull();
   t.ok(cable.pulled);
@@ -104,7 +104,7 @@ async function startMosquitto(t: { teardown(fn: () => unknown): void }, host: st
   await writeFile(conf, `listener ${port} ${host}\nallow_anonymous true\npersistence false\n`);
   const broker = spawn('mosquitto', ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
-  broker.stderr!.setEncoding('utf8').on('data', (d: string) => { log += d; });
+  broker.stderr.setEncoding('utf8').on('data', (d: string) => { log += d; });
   t.teardown(async () => {
     if (broker.exitCode === null) {
       broker.kill('SIGTERM');

@@ -97,7 +97,7 @@ async function session(clientId: string, protocolVersion: 4 | 5): Promise<{ clie
   client.socket.on('data', (d: Buffer) => parser.parse(d));
   await client.until(() => connacked, 10_000, 'CONNACK');
   const topic = `interleave/${clientId}`;
-  client.write(mqttPacket.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos: 0 }] } as mqttPacket.ISubscribePacket, { protocolVersion }));
+  client.write(mqttPacket.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos: 0 }] }, { protocolVersion }));
   await client.until(() => subacked, 10_000, 'SUBACK');
   return { client, tally, topic };
 }
@@ -107,7 +107,7 @@ async function drive(clientId: string, protocolVersion: 4 | 5, pings: number, se
   const random = rng(seed);
   const publish = (size: number): Buffer => mqttPacket.generate({
     cmd: 'publish', topic, payload: Buffer.alloc(size, 0x61), qos: 0, dup: false, retain: false,
-  } as mqttPacket.IPublishPacket, { protocolVersion });
+  }, { protocolVersion });
   while (tally.pingsSent < pings) {
     const r = random();
     if (r < 0.55) {

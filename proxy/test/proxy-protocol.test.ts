@@ -195,7 +195,7 @@ t.test('fuzz: random, mutated and truncated input never throws, errors carry a k
       whole = parseAll(input);
       split = parseSplit(input, cuts);
     } catch (err) {
-      throw new Error(`threw on ${input.toString('hex')}: ${(err as Error).stack}`);
+      throw new Error(`threw on ${input.toString('hex')}: ${(err as Error).stack}`, { cause: err });
     }
     if (whole.state === 'error' && !CODES.has(whole.code)) return false;
     if (whole.state === 'need-more' && input.length >= V2_DEFAULT_MAX_LENGTH) return false; // bounded

@@ -17,7 +17,7 @@ t.test('the configuration table is the one generated from the schema', async (t)
     }
     t.ok(row.includes(`\`${key.env}\``), `${key.key}: its variable ${key.env}`);
     const d = key.schema.default;
-    if (d !== undefined && d !== null && !Array.isArray(d)) t.ok(row.includes(`\`${String(d)}\``), `${key.key} default ${String(d)} in README`);
+    if (typeof d === 'string' || typeof d === 'number' || typeof d === 'boolean') t.ok(row.includes(`\`${String(d)}\``), `${key.key} default ${String(d)} in README`);
   }
   t.ok(configKeys().some((k) => k.env === 'MLP_KEEP_ALIVE__MAX') && configKeys().some((k) => k.env === 'MLP_TCP__USER_TIMEOUT'), 'the documented examples exist');
 });

@@ -14,9 +14,9 @@ import { NO_DISCONNECT, clientDisconnectFor, clientErrorReason, clientFinReason,
 import { REASONS } from '../src/liveness/reasons.ts';
 
 const connect = (protocolVersion: 3 | 4 | 5, keepalive: number, clientId = 'c1') =>
-  mqttPacket.generate({ cmd: 'connect', protocolId: protocolVersion === 3 ? 'MQIsdp' : 'MQTT', protocolVersion, clientId, keepalive, clean: true } as mqttPacket.IConnectPacket);
+  mqttPacket.generate({ cmd: 'connect', protocolId: protocolVersion === 3 ? 'MQIsdp' : 'MQTT', protocolVersion, clientId, keepalive, clean: true });
 const connack5 = (properties?: Record<string, unknown>) =>
-  mqttPacket.generate({ cmd: 'connack', reasonCode: 0, sessionPresent: false, properties } as mqttPacket.IConnackPacket, { protocolVersion: 5 });
+  mqttPacket.generate({ cmd: 'connack', reasonCode: 0, sessionPresent: false, properties }, { protocolVersion: 5 });
 const withPolicy = (keepAlive: Partial<Config['keepAlive']>, probes: Partial<Config['probes']> = {}): Config => {
   const c = defaultConfig();
   c.keepAlive = { ...c.keepAlive, ...keepAlive };

@@ -7,7 +7,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import mqtt from 'mqtt';
 import { startMosquitto } from './helpers/mosquitto.ts';
 import { startProxy } from './helpers/proxy.ts';
-import { connectClient, connectFrame, eventually, nextMessages, RawClient, sleep } from './helpers/clients.ts';
+import { connectClient, connectFrame, nextMessages, RawClient, sleep } from './helpers/clients.ts';
 
 const broker = await startMosquitto();
 const proxy = await startProxy(broker.port);

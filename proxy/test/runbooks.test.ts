@@ -26,7 +26,7 @@ function githubAnchor(heading: string): string {
 const sections = new Map<string, string>();
 for (const part of runbooks.split(/^## /m).slice(1)) {
   const [heading, ...body] = part.split('\n');
-  sections.set(githubAnchor(heading!), body.join('\n'));
+  sections.set(githubAnchor(heading), body.join('\n'));
 }
 
 for (const file of ['grafana/rules.yaml', 'charts/mqtt-liveness-proxy/files/rules.yaml']) {
@@ -52,7 +52,7 @@ t.test('every runbook section is complete and belongs to an alert', async (t) =>
     }
   }
   // Links inside the page resolve.
-  for (const m of runbooks.matchAll(/\]\(#([^)]+)\)/g)) t.ok(sections.has(m[1]!), `link #${m[1]} resolves`);
+  for (const m of runbooks.matchAll(/\]\(#([^)]+)\)/g)) t.ok(sections.has(m[1]), `link #${m[1]} resolves`);
 });
 
 t.test('README links the runbooks as its troubleshooting page', async (t) => {

@@ -69,7 +69,7 @@ for (const protocolVersion of [4, 5] as const) {
     stalled.write(connectFrame({ clientId: `stalled-${v}`, keepalive: 60, protocolVersion, will: { topic: willTopic, payload: 'stalled is gone' } }));
     await stalled.waitForBytes(4);
     const afterConnack = stalled.received.length;
-    stalled.write(mqttPacket.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos: 0 }] } as mqttPacket.ISubscribePacket, { protocolVersion }));
+    stalled.write(mqttPacket.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos: 0 }] }, { protocolVersion }));
     await stalled.until(() => stalled.received.length > afterConnack && stalled.received[afterConnack] === 0x90 && stalled.received.length >= afterConnack + 2 + stalled.received[afterConnack + 1], 10_000, 'SUBACK');
     stalled.socket.pause();
     const conn = [...proxy.app.proxy.connections].find((c) => c.connect?.clientId === `stalled-${v}`) as Connection;

@@ -110,7 +110,7 @@ t.test('SIGTERM: readyz 503 first, listener closed, DISCONNECT 0x8B, all closed 
   // log says in which order things happened.
   const since = Date.parse(String(first503.body.drainingSince));
   t.match(first503.body, { status: 'not_ready', checks: { draining: { ok: false } } });
-  t.ok(since <= ended.v5disconnect!.wall && since <= ended.v3.wall, 'draining began before either client was told or closed');
+  t.ok(since <= ended.v5disconnect.wall && since <= ended.v3.wall, 'draining began before either client was told or closed');
   const idx = (pred: (l: Record<string, unknown>) => boolean): number => run.lines.findIndex(pred);
   const drainingLine = idx((l) => l.event === 'draining');
   const firstEnd = idx((l) => l.msg === 'connection ended' && l.reason === 'shutdown');
@@ -123,9 +123,9 @@ t.test('SIGTERM: readyz 503 first, listener closed, DISCONNECT 0x8B, all closed 
   const ms = (x: number): string => `${(x - sigterm).toFixed(1)} ms`;
   t.comment(`SIGTERM -> first /readyz 503 received: ${ms(first503.at)} (poll gap ~2 ms + request)`);
   t.comment(`SIGTERM -> new connection refused (checked after the 503): ${ms(refusedAt)}`);
-  t.comment(`SIGTERM -> v5 DISCONNECT 0x8B: ${ms(ended.v5disconnect!.at)}; v5 close ${ms(ended.v5.at)}; v3 close ${ms(ended.v3.at)}`);
+  t.comment(`SIGTERM -> v5 DISCONNECT 0x8B: ${ms(ended.v5disconnect.at)}; v5 close ${ms(ended.v5.at)}; v3 close ${ms(ended.v3.at)}`);
   t.comment(`SIGTERM -> process exit: ${ms(exitedAt)}; proxy-side close of all connections took ${String(closedLine?.elapsedMs)} ms`);
-  t.comment(`draining began ${Math.min(ended.v5disconnect!.wall, ended.v3.wall) - since} ms (wall clock, 1 ms resolution) before the first client saw its end`);
+  t.comment(`draining began ${Math.min(ended.v5disconnect.wall, ended.v3.wall) - since} ms (wall clock, 1 ms resolution) before the first client saw its end`);
 });
 
 t.test('SIGTERM with a connection that will not close: cut after shutdownGrace, counted as cutAfterGrace', async (t) => {

@@ -52,7 +52,7 @@ t.test(`a reader paused for ${PAUSE_MS} ms (user timeout ${USER_TIMEOUT_S} s) is
   const rcvbuf = shrinkReceiveBuffer(reader.socket, 4096);
   reader.write(connectFrame({ clientId: 'slow-reader', keepalive: 60 }));
   await reader.waitForBytes(4);
-  reader.write(mqttPacket.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos: 0 }] } as mqttPacket.ISubscribePacket));
+  reader.write(mqttPacket.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos: 0 }] }));
   await reader.waitForBytes(4 + 5);
   const conn = [...proxy.app.proxy.connections].find((c) => c.connect?.clientId === 'slow-reader') as Connection;
   t.ok(conn, 'found the reader\'s connection in the proxy');

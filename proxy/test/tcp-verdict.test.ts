@@ -150,14 +150,14 @@ t.test('correlated silences: dead verdicts held while degraded, released by evid
   t.equal(health.isDegraded(clock.now()), true, '5 >= max(3, 10% of 20) in 3 s');
   t.equal(health.counters.degradedEpisodes, 1);
   clock.advance(2000);
-  const v = checks[0]!.check(idleSample(clock.now(), 0, 3), clock.now(), th, 0);
+  const v = checks[0].check(idleSample(clock.now(), 0, 3), clock.now(), th, 0);
   t.equal(v.state, 'suspect');
   t.equal(v.held, true);
   t.equal(v.nextCheckAt, 9000);
   t.equal(health.heldNow, 1);
   // The outage ends: the next probe is answered.
   clock.advance(1000);
-  const back = checks[0]!.check(idleSample(clock.now(), clock.now() - 10, 0), clock.now(), th, 0);
+  const back = checks[0].check(idleSample(clock.now(), clock.now() - 10, 0), clock.now(), th, 0);
   t.equal(back.state, 'alive');
   t.equal(back.recovered, true);
   t.equal(health.heldNow, 0);
@@ -173,7 +173,7 @@ t.test('a hold ends after maxHoldMs and the verdict stands', (t) => {
   clock.advance(6000);
   for (const c of checks) c.check(idleSample(clock.now(), 0, 2), clock.now(), th, 0);
   clock.advance(2000);
-  const c = checks[0]!;
+  const c = checks[0];
   let v = c.check(idleSample(clock.now(), 0, 3), clock.now(), th, 0);
   t.equal(v.held, true);
   while (v.state !== 'dead') {
@@ -202,7 +202,7 @@ t.test('property: a connection is never held longer than maxHoldMs, whatever the
         for (const gap of gaps) {
           clock.advance(gap);
           const now = clock.now();
-          if (i < otherOnsets.length) health.noteOnset(now - otherOnsets[i++]!, now);
+          if (i < otherOnsets.length) health.noteOnset(now - otherOnsets[i++], now);
           const probes = Math.max(0, Math.floor((now - 5000) / 1000) + 1);
           const v = c.check(idleSample(now, 0, probes), now, th, 0);
           if (v.held && firstHeld < 0) firstHeld = now;
@@ -221,8 +221,8 @@ t.test('close gives a hold back', (t) => {
   const th = thresholds();
   const cs = Array.from({ length: 3 }, () => new TcpSilenceCheck(health));
   for (const c of cs) c.check(idleSample(6000, 0, 2), 6000, th, 0);
-  t.equal(cs[0]!.check(idleSample(8000, 0, 3), 8000, th, 0).held, true);
-  cs[0]!.close();
+  t.equal(cs[0].check(idleSample(8000, 0, 3), 8000, th, 0).held, true);
+  cs[0].close();
   t.equal(health.heldNow, 0);
   t.end();
 });

@@ -111,7 +111,7 @@ t.test('connect, disconnect and verdict events: the body, and never a password',
     cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: 'hook-frozen', keepalive: 2,
     username: 'carol', password: Buffer.from('pa55-frozen'),
     will: { topic: 'hook/will', payload: Buffer.from('gone'), qos: 0, retain: false },
-  } as mqttPacket.IConnectPacket));
+  }));
   const verdict = await eventually('the verdict event', () => receiver.received.find((r) => r.body.clientId === 'hook-frozen' && r.body.type === 'verdict'));
   t.match(verdict.body, { type: 'verdict', clientId: 'hook-frozen', username: 'carol', reason: 'keepalive_timeout', keepAlive: 2, effectiveKeepAlive: 2 });
   t.ok(verdict.body.silenceSeconds! >= 2 && verdict.body.silenceSeconds! <= 4.5, `silence ${verdict.body.silenceSeconds} s`);

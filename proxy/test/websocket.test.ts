@@ -62,10 +62,10 @@ for (const protocolVersion of [4, 5] as const) {
       await client.publishAsync('ws/test', 'over websocket', { qos: 1 });
       await client.publishAsync('ws/test', Buffer.alloc(200_000, 7), { qos: 0 });
       const [first, second] = await got;
-      t.equal(first!.payload.toString(), 'over websocket');
-      t.equal(second!.payload.length, 200_000, 'a 200 kB publish both ways');
+      t.equal(first.payload.toString(), 'over websocket');
+      t.equal(second.payload.length, 200_000, 'a 200 kB publish both ways');
       t.equal(bridge.clients.length, 1);
-      const c = bridge.clients[0]!;
+      const c = bridge.clients[0];
       t.equal(c.transport, secure ? 'wss' : 'ws');
       t.ok(c.tcpSocket instanceof net.Socket && !(c.tcpSocket instanceof tls.TLSSocket), 'tcpSocket is the plain TCP socket under it all');
       t.equal(c.remoteAddress, '127.0.0.1');
@@ -98,12 +98,12 @@ t.test('MQTT packets split across and packed within WebSocket messages', async (
   await eventually(() => received().length >= 4, 10_000, 'CONNACK');
   t.same([...received().subarray(0, 4)], [0x20, 0x02, 0x00, 0x00], 'CONNACK 0');
   // SUBSCRIBE and PUBLISH (QoS 1 to our own subscription) packed in one message, then PINGREQ.
-  const subscribe = mqttPacket.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'ws/packed', qos: 1 }] } as mqttPacket.ISubscribePacket);
-  const publish = mqttPacket.generate({ cmd: 'publish', topic: 'ws/packed', payload: Buffer.from('packed'), qos: 1, messageId: 2, dup: false, retain: false } as mqttPacket.IPublishPacket);
+  const subscribe = mqttPacket.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'ws/packed', qos: 1 }] });
+  const publish = mqttPacket.generate({ cmd: 'publish', topic: 'ws/packed', payload: Buffer.from('packed'), qos: 1, messageId: 2, dup: false, retain: false });
   ws.send(Buffer.concat([subscribe, publish, Buffer.from([0xc0, 0x00])]));
   const parser = mqttPacket.parser();
   const packets: string[] = [];
-  parser.on('packet', (p) => packets.push(p.cmd === 'publish' ? `publish:${(p as mqttPacket.IPublishPacket).payload.toString()}` : p.cmd));
+  parser.on('packet', (p) => packets.push(p.cmd === 'publish' ? `publish:${(p).payload.toString()}` : p.cmd));
   await eventually(() => { packets.length = 0; parser.parse(received()); return packets.includes('publish:packed') && packets.includes('pingresp'); }, 10_000, 'SUBACK, PUBACK, PUBLISH, PINGRESP');
   t.ok(packets.includes('suback') && packets.includes('puback'), `got ${packets.join(', ')}`);
   ws.close();
@@ -168,7 +168,7 @@ t.test('PROXY header in front of ws and wss from a trusted peer; missing header 
       socket.write(header); // queued before the TLS ClientHello / HTTP request
       return secure ? tls.connect({ socket, rejectUnauthorized: false }) : socket;
     };
-    const { ws, received } = await rawWs(bridge.url, 'mqtt', { createConnection } as WebSocket.ClientOptions);
+    const { ws, received } = await rawWs(bridge.url, 'mqtt', { createConnection });
     ws.send(connectFrame({ clientId: `pp-ws-${secure}`, keepalive: 30 }));
     await eventually(() => received().length >= 4, 10_000, 'CONNACK');
     t.same([...received().subarray(0, 4)], [0x20, 0x02, 0x00, 0x00], `${secure ? 'wss' : 'ws'}: MQTT works behind the header`);

@@ -75,7 +75,7 @@ export class LoadChild {
   }
 
   send(cmd: Exclude<ParentMessage['cmd'], 'start'>): void {
-    if (!this.exited && this.proc.connected) this.proc.send({ cmd } as ParentMessage);
+    if (!this.exited && this.proc.connected) this.proc.send({ cmd } satisfies ParentMessage);
   }
 
   async sample(): Promise<Of<'sample'>> {

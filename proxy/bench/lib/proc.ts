@@ -176,7 +176,7 @@ export class ForeignLoad {
  */
 export async function waitForQuiet(cores: number, threshold: number, maxWaitMs: number): Promise<number> {
   const end = Date.now() + maxWaitMs;
-  let foreign = NaN;
+  let foreign: number;
   do {
     const f = new ForeignLoad(cores);
     await new Promise((r) => setTimeout(r, 1000));

@@ -123,7 +123,7 @@ export async function startMosquitto(host = '127.0.0.1', extraConfig: string[] =
     const code = await new Promise<number | null>((resolve) => r.once('exit', resolve));
     raised = code === 0 ? `raised to ${mine.hard}` : `prlimit failed (${code})`;
   }
-  return { ...svc, info: { fileLimits: fileLimits(proc.pid!), raised } };
+  return { ...svc, info: { fileLimits: fileLimits(proc.pid), raised } };
 }
 
 export function directService(broker: Service): Service {

@@ -60,7 +60,7 @@ export function renderTable(results: Results, checks: TargetCheck[]): string {
     if (!t) continue;
     line(`QoS 0 flood ${label}: received msg/s`, (c) => cell(t[c]?.rate, (v) => si(v)));
     line(`  vs direct (median of per-round ratios)`, (c) => cell(t[c]?.vsDirect, (v) => `${(v * 100).toFixed(1)}%`));
-    line(`  MB/s (payload)`, (c) => cell(t[c] ? (t[c]!.rate * Number(size)) / 1e6 : null, (v) => v.toFixed(1)));
+    line(`  MB/s (payload)`, (c) => cell(t[c] ? (t[c].rate * Number(size)) / 1e6 : null, (v) => v.toFixed(1)));
     line(`  relay CPU s per M msgs`, (c) => cell(t[c]?.cpuPerMillion, (v) => v.toFixed(2)));
     line(`  relay CPU vs node-relay`, (c) => cell(t[c]?.cpuVsNodeRelay, (v) => `${v.toFixed(2)}x`));
     line(`  mosquitto CPU s per M msgs`, (c) => cell(t[c]?.mosquittoCpuPerMillion, (v) => v.toFixed(2)));
@@ -73,7 +73,7 @@ export function renderTable(results: Results, checks: TargetCheck[]): string {
     line(`latency @ ${r}: p50 ms`, (c) => cell(lat[c]?.latencyMs.p50, ms));
     line(`  p99 ms`, (c) => cell(lat[c]?.latencyMs.p99, ms));
     line(`  max ms`, (c) => cell(lat[c]?.latencyMs.max, ms));
-    line(`  added p99 vs direct ms`, (c) => cell(lat[c] && lat.direct ? lat[c]!.latencyMs.p99 - lat.direct.latencyMs.p99 : null, ms));
+    line(`  added p99 vs direct ms`, (c) => cell(lat[c] && lat.direct ? lat[c].latencyMs.p99 - lat.direct.latencyMs.p99 : null, ms));
     line(`  relay CPU % of a core`, (c) => cell(lat[c]?.cpuPercent, (v) => v.toFixed(1)));
     line(`  relay CPU s per M msgs`, (c) => cell(lat[c]?.cpuPerMillion, (v) => v.toFixed(2)));
     line(`  lost`, (c) => cell(lat[c]?.lost, (v) => String(v)));
@@ -94,11 +94,11 @@ export function renderTable(results: Results, checks: TargetCheck[]): string {
     line(`idle ${CFG.idleClients}: connected`, (c) => cell(idle[c]?.connected, (v) => String(v)));
     line(`  connect rate /s`, (c) => cell(idle[c]?.connectRate, (v) => String(Math.round(v))));
     line(`  RSS before MB`, (c) => cell(idle[c]?.rssBeforeKb, (v) => (v / 1024).toFixed(1)));
-    line(`  RSS after MB`, (c) => cell(idle[c] ? Math.max(idle[c]!.rssAfterConnectKb ?? NaN, idle[c]!.rssAfterRestKb ?? NaN) : null, (v) => (v / 1024).toFixed(1)));
+    line(`  RSS after MB`, (c) => cell(idle[c] ? Math.max(idle[c].rssAfterConnectKb ?? NaN, idle[c].rssAfterRestKb ?? NaN) : null, (v) => (v / 1024).toFixed(1)));
     line(`  RSS growth KB/conn (peak)`, (c) => cell(idle[c]?.rssPerConnectionKb, (v) => v.toFixed(2)));
-    line(`  RSS growth KB/conn (after rest)`, (c) => cell(idle[c]?.rssAfterRestKb && idle[c]?.rssBeforeKb ? (idle[c]!.rssAfterRestKb! - idle[c]!.rssBeforeKb!) / idle[c]!.connected : null, (v) => v.toFixed(2)));
+    line(`  RSS growth KB/conn (after rest)`, (c) => cell(idle[c]?.rssAfterRestKb && idle[c]?.rssBeforeKb ? (idle[c].rssAfterRestKb - idle[c].rssBeforeKb) / idle[c].connected : null, (v) => v.toFixed(2)));
     line(`  CPU at rest % (${CFG.idleRestMs / 1000} s)`, (c) => cell(idle[c]?.restCpuPercent, (v) => v.toFixed(2)));
-    line(`    of which user / kernel %`, (c) => (idle[c]?.restUserPercent == null ? '-' : `${idle[c]!.restUserPercent!.toFixed(2)} / ${idle[c]!.restSystemPercent!.toFixed(2)}`));
+    line(`    of which user / kernel %`, (c) => (idle[c]?.restUserPercent == null ? '-' : `${idle[c].restUserPercent.toFixed(2)} / ${idle[c].restSystemPercent!.toFixed(2)}`));
     line(`  cores used by others (connect)`, (c) => cell(idle[c]?.foreignCoresConnect, (v) => v.toFixed(2)));
   }
   const widths = [0, ...cols.map(() => 0)];

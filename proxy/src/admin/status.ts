@@ -127,9 +127,9 @@ function bytes(n: number): string {
   return `${(n / 1024 ** 3).toFixed(1)} GiB`;
 }
 
-/** A plain text table; control characters in cells are shown escaped. */
+/** A plain text table; control characters in cells (C0, DEL and C1, e.g. CSI 0x9b) are shown escaped. */
 export function table(header: string[], rows: string[][], rightAligned: ReadonlySet<number> = new Set()): string {
-  const clean = (s: string): string => s.replace(/[\u0000-\u001f\u007f]/g, (ch) => `\\x${ch.charCodeAt(0).toString(16).padStart(2, '0')}`);
+  const clean = (s: string): string => s.replace(/\p{Cc}/gu, (ch) => `\\x${ch.charCodeAt(0).toString(16).padStart(2, '0')}`);
   const all = [header, ...rows.map((r) => r.map(clean))];
   const widths = header.map((_, i) => Math.max(...all.map((r) => (r[i] ?? '').length)));
   return all

@@ -96,9 +96,10 @@ function typeLabel(schema: JsonSchema): string {
 }
 
 function defaultLabel(schema: JsonSchema): string {
-  if (schema.default === undefined || schema.default === null) return 'unset';
-  if (Array.isArray(schema.default)) return `\`[${schema.default.join(', ')}]\``;
-  return `\`${String(schema.default)}\``;
+  const d = schema.default;
+  if (d === undefined || d === null) return 'unset';
+  if (Array.isArray(d)) return `\`[${d.join(', ')}]\``;
+  return `\`${typeof d === 'string' || typeof d === 'number' || typeof d === 'boolean' ? String(d) : JSON.stringify(d)}\``;
 }
 
 /** README's configuration table (between the config-table markers). */

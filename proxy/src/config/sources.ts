@@ -27,7 +27,7 @@ export function yamlLayer(file: string, text: string): Layer {
     throw new ConfigError(`${file}${pos ? `:${pos.line}` : ''}: invalid YAML: ${e.message.split('\n')[0]}`);
   }
   const locate = (path: Path, nearest: boolean): string | null => {
-    let node: Node | null | undefined = doc.contents as Node | null;
+    let node: Node | null | undefined = doc.contents;
     let best = node;
     let found = 0;
     for (const key of path) {

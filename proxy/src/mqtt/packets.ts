@@ -90,7 +90,7 @@ export function decodeConnect(frame: Buffer): ConnectInfo {
   const password = p.password;
   const info: ConnectInfo = {
     protocolVersion: Number(p.protocolVersion),
-    clientId: String(p.clientId ?? ''),
+    clientId: typeof p.clientId === 'string' ? p.clientId : '',
     username: typeof p.username === 'string' ? p.username : undefined,
     hasPassword: password !== undefined && password !== null,
     keepAlive: Number(p.keepalive ?? 0),

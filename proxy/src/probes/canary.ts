@@ -144,7 +144,7 @@ export class Canary {
         keepalive: this.keepAlive,
         username: p.username ?? undefined,
         password: p.password === null ? undefined : Buffer.from(p.password),
-      } as mqttPacket.IConnectPacket, { protocolVersion: v }));
+      }, { protocolVersion: v }));
     });
     socket.on('data', (chunk: Buffer) => {
       if (current()) parser.parse(chunk);
@@ -188,7 +188,7 @@ export class Canary {
             cmd: 'subscribe',
             messageId: this.messageId(),
             subscriptions: [{ topic: this.deepTopic, qos: 1 }],
-          } as mqttPacket.ISubscribePacket, { protocolVersion: this.protocolVersion }));
+          }, { protocolVersion: this.protocolVersion }));
         } else {
           this.state.connected();
         }
@@ -209,7 +209,7 @@ export class Canary {
         return;
       case 'publish': {
         if (packet.qos > 0 && packet.messageId !== undefined) {
-          socket.write(mqttPacket.generate({ cmd: 'puback', messageId: packet.messageId } as mqttPacket.IPubackPacket, { protocolVersion: this.protocolVersion }));
+          socket.write(mqttPacket.generate({ cmd: 'puback', messageId: packet.messageId }, { protocolVersion: this.protocolVersion }));
         }
         if (packet.topic !== this.deepTopic) return;
         const seq = Number(packet.payload.toString());
@@ -252,7 +252,7 @@ export class Canary {
         resolve();
       });
       if (socket.writable && socket.readyState === 'open') {
-        socket.end(mqttPacket.generate({ cmd: 'disconnect' } as mqttPacket.IDisconnectPacket, { protocolVersion: this.protocolVersion }));
+        socket.end(mqttPacket.generate({ cmd: 'disconnect' }, { protocolVersion: this.protocolVersion }));
       } else {
         socket.destroy();
       }
@@ -274,7 +274,7 @@ export class Canary {
       messageId: this.messageId(),
       retain: false,
       dup: false,
-    } as mqttPacket.IPublishPacket, { protocolVersion: this.protocolVersion }));
+    }, { protocolVersion: this.protocolVersion }));
   }
 
   private messageId(): number {

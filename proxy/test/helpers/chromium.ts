@@ -62,7 +62,8 @@ export async function launchChromium(options: { cable?: Cable } = {}): Promise<C
     pending.clear();
   });
 
-  let sessionId: string | undefined;
+  // The page session, set once attached below; the browser-level calls before that go without one.
+  let sessionId: string | undefined = undefined;
   const send = <T,>(method: string, params: Record<string, unknown> = {}, to: 'browser' | 'page' = 'page'): Promise<T> =>
     new Promise<T>((resolve, reject) => {
       const id = nextId++;

@@ -26,13 +26,13 @@ export function spawnCli(args: string[]): RunningCli {
   const lines: LogLine[] = [];
   let buf = '';
   let err = '';
-  proc.stdout!.on('data', (d: Buffer) => {
+  proc.stdout.on('data', (d: Buffer) => {
     const parts = (buf + d.toString()).split('\n');
     buf = parts.pop()!;
     const now = performance.now();
     for (const p of parts) if (p) lines.push({ ...(JSON.parse(p) as Record<string, unknown>), receivedAt: now });
   });
-  proc.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
+  proc.stderr.on('data', (d: Buffer) => { err += d.toString(); });
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
   // A test that dies must not leave its proxy behind.
   const kill = (): void => { proc.kill('SIGKILL'); };

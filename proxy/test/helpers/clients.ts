@@ -52,7 +52,7 @@ export function connectFrame(o: ConnectFrameOptions): Buffer {
     username: o.username,
     password: o.password === undefined ? undefined : Buffer.from(o.password),
     will: o.will ? { topic: o.will.topic, payload: Buffer.from(o.will.payload), qos: o.will.qos ?? 0, retain: false } : undefined,
-  } as mqttPacket.IConnectPacket, { protocolVersion });
+  }, { protocolVersion });
 }
 
 /** A raw TCP client that records every byte it receives and when it closed. */

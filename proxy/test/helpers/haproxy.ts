@@ -38,7 +38,7 @@ export async function startHaproxy(sections: string, ports: number[]): Promise<H
     for (const port of ports) await waitForPort({ host: '127.0.0.1', port }, 10_000);
   } catch (err) {
     proc.kill('SIGKILL');
-    throw new Error(`haproxy did not start: ${(err as Error).message}\n${output()}`);
+    throw new Error(`haproxy did not start: ${(err as Error).message}\n${output()}`, { cause: err });
   }
   return {
     log: output,

@@ -46,20 +46,21 @@ export interface StartPrometheusOptions {
   readyTimeoutMs?: number;
 }
 
+/** Its functions are closures (no `this`): they can be passed on alone, e.g. logTail as a failure context. */
 export interface Prometheus {
   /** Base URL of the HTTP API, http://127.0.0.1:PORT. */
   api: string;
   proc: ChildProcess;
   /** GET a path of the API (/api/v1/…) as JSON; null on any error or non-200. */
-  get<T>(apiPath: string): Promise<T | null>;
+  get: <T>(apiPath: string) => Promise<T | null>;
   /** The samples of an instant query; null when the request fails. */
-  query(expr: string): Promise<Sample[] | null>;
+  query: (expr: string) => Promise<Sample[] | null>;
   /** Wait until the target scraped at scrapeUrl is up and return it. */
-  waitForTargetUp(scrapeUrl: string, timeoutMs?: number): Promise<ActiveTarget>;
+  waitForTargetUp: (scrapeUrl: string, timeoutMs?: number) => Promise<ActiveTarget>;
   /** Exit status and the last 3000 characters of Prometheus's output, for failure messages. */
-  logTail(): string;
+  logTail: () => string;
   /** SIGTERM (SIGKILL after 10 s) and remove the temporary folder. */
-  stop(): Promise<void>;
+  stop: () => Promise<void>;
 }
 
 export function findPrometheus(): string | null {
