@@ -44,6 +44,11 @@ export default tseslint.config(
     },
   },
   {
+    // Plain Node.js scripts outside tsconfig.json: Node's globals.
+    files: ['eslint.config.js', 'proxy/bin/*.js'],
+    languageOptions: { globals: { URL: 'readonly', console: 'readonly', process: 'readonly' } },
+  },
+  {
     files: ['proxy/test/**/*.test.ts'],
     rules: {
       // tap queues `t.test(...)` subtests itself and reports their failures; the promise it returns is

@@ -33,7 +33,7 @@ const { values } = parseArgs({
     out: { type: 'string' },
   },
 });
-const quick = values.quick!;
+const quick = values.quick;
 const clients = Number(values.clients ?? (quick ? 20 : 100));
 const durationMs = Number(values.duration ?? (quick ? 160 : 600)) * 1000;
 const conditions = (values.conditions ?? '0,1,5,10,20,outage').split(',').map((c) => c.trim());
@@ -140,7 +140,7 @@ async function runCondition(condition: string, index: number): Promise<Condition
       log(`${condition}: waiting for pulled-cable Wills (${waited} s)`);
     }
     const pulls = await pullsDone;
-    for (let i = 0; i < results.length; i++) results[i]!.pulled = pulls[i]!;
+    for (let i = 0; i < results.length; i++) results[i].pulled = pulls[i]!;
     return { condition, lossPercent, outages: outageLog, cells: results, cpu: { busyCores: round(busyCores(sys0, sys1, os.cpus().length).busy, 2), ourCores: round(ourSeconds / wallS, 2) } };
   } finally {
     phase.set(condition, 'cleaning up');
@@ -159,7 +159,7 @@ await Promise.all(Array.from({ length: Math.min(parallel, queue.length) }, async
       results.push(await runCondition(item[0], item[1]));
       log(`${item[0]}: done`);
     } catch (err) {
-      log(`${item[0]}: FAILED ${(err as Error).stack ?? err}`);
+      log(`${item[0]}: FAILED ${(err as Error).stack ?? String(err)}`);
     }
   }
 }));

@@ -99,7 +99,7 @@ t.test(`${SILENT} silent and ${TRICKLING} trickling connections all end at the C
   const opened = clients.map((x) => x.openedAt).sort((a, b) => a - b);
   let together = 0;
   for (let i = 0, j = 0; j < opened.length; j++) {
-    while (opened[j]! - opened[i]! >= 1_900) i++;
+    while (opened[j] - opened[i] >= 1_900) i++;
     together = Math.max(together, j - i + 1);
   }
   t.ok(peakOpen >= together, `${peakOpen} open at once (at least the ${together} of ${SILENT + TRICKLING} opened within 1.9 s of each other)`);

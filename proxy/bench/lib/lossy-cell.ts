@@ -153,7 +153,7 @@ export class Cell {
       for (const line of parts) {
         const m = /^(\d+)\.(\d{3})\d* (\S+) ?(.*)$/.exec(line);
         if (!m) continue;
-        this.wills.push({ at: Number(m[1]) * 1000 + Number(m[2]), topic: m[3]!, payload: m[4] ?? '' });
+        this.wills.push({ at: Number(m[1]) * 1000 + Number(m[2]), topic: m[3], payload: m[4] ?? '' });
         for (const w of this.willWaiters) w();
       }
     });
@@ -202,7 +202,7 @@ export class Cell {
   /** Median first-connect time of the healthy clients (ms epoch). */
   get medianConnectAt(): number {
     const ts = [...this.connectedAt.values()].sort((a, b) => a - b);
-    return ts.length ? ts[ts.length >> 1]! : NaN;
+    return ts.length ? ts[ts.length >> 1] : NaN;
   }
 
   /** Wait until every healthy client has connected and subscribed once (or the timeout). */
@@ -296,7 +296,7 @@ export class Cell {
       const ends = this.system.ends;
       const results: PullResult[] = [];
       const willFor = (id: string) => this.wills.find((w) => w.topic === `will/p/${id}` && w.at >= pulledAt);
-      const diedBefore = clients.map((c, i) => (connectsBefore[i]! > 1 ? 'reconnected before the pull'
+      const diedBefore = clients.map((c, i) => (connectsBefore[i] > 1 ? 'reconnected before the pull'
         : this.wills.some((w) => w.topic === `will/p/${c.id}` && w.at < pulledAt) ? 'Will before the pull' : undefined));
       const waitDeadline = pulledAt + timeoutMs;
       while (Date.now() < waitDeadline && !clients.every((c) => willFor(c.id)) && !this.stopping) {
@@ -339,7 +339,7 @@ export class Cell {
   /** End the measurement (Wills and verdicts after this are teardown, not false deaths) and collect the result. */
   async finish(): Promise<CellResult> {
     this.measureEnd = Date.now();
-    const probesAtEnd = (await this.server.tcpCounters().catch(() => ({} as Record<string, number>)))['TcpExt.TCPKeepAlive'] ?? NaN;
+    const probesAtEnd = (await this.server.tcpCounters().catch((): Record<string, number> => ({})))['TcpExt.TCPKeepAlive'] ?? NaN;
     await sleep(300); // Wills stamped before the end may still be in the observer's pipe
     const s = this.options.system;
     const deaths = this.falseDeaths();
@@ -350,7 +350,7 @@ export class Cell {
     let maxPerSecond = 0;
     const at = verdicts.map((v) => v.at).sort((a, b) => a - b);
     for (let i = 0, j = 0; i < at.length; i++) {
-      while (at[i]! - at[j]! > 1000) j++;
+      while (at[i] - at[j] > 1000) j++;
       maxPerSecond = Math.max(maxPerSecond, i - j + 1);
     }
     const measuredMs = this.measureEnd - this.measureStart;

@@ -23,7 +23,7 @@ export interface ClientSpec extends FleetClient {
 export function clientMix(n: number): ClientSpec[] {
   const traffics = ['idle', 'qos0', 'idle', 'qos1'] as const;
   return Array.from({ length: n }, (_, i) => {
-    const traffic = traffics[(i >> 1) % 4]!;
+    const traffic = traffics[(i >> 1) % 4];
     const id = `h${i}`;
     return {
       id,

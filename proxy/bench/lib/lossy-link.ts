@@ -22,7 +22,7 @@ export function run(cmd: string, args: string[], input?: string): Promise<string
   });
 }
 
-const quiet = (p: Promise<unknown>) => p.catch(() => undefined);
+const quiet = <T>(p: Promise<T>): Promise<T | undefined> => p.catch(() => undefined);
 
 function pidAlive(pid: number): boolean {
   try {
@@ -43,7 +43,7 @@ export async function sweepStaleNamespaces(): Promise<void> {
     const m = /^mlp-(\d+)-[a-z0-9]+$/.exec(ns);
     if (!m || Number(m[1]) === process.pid || pidAlive(Number(m[1]))) continue;
     const links = await quiet(run('ip', ['-n', ns, '-o', 'link', 'show', 'type', 'veth']));
-    for (const l of String(links ?? '').matchAll(/^\d+: ([^:@]+)/gm)) await quiet(run('ip', ['-n', ns, 'link', 'delete', l[1]!]));
+    for (const l of (links ?? '').matchAll(/^\d+: ([^:@]+)/gm)) await quiet(run('ip', ['-n', ns, 'link', 'delete', l[1]]));
     await quiet(run('ip', ['netns', 'delete', ns]));
   }
 }
@@ -90,10 +90,10 @@ export class Namespace {
     const out: Record<string, number> = {};
     const lines = text.split('\n');
     for (let i = 0; i + 1 < lines.length; i++) {
-      const head = lines[i]!.split(/\s+/);
-      const vals = lines[i + 1]!.split(/\s+/);
+      const head = lines[i].split(/\s+/);
+      const vals = lines[i + 1].split(/\s+/);
       if (head[0] !== vals[0] || !/^(TcpExt|Tcp):$/.test(head[0] ?? '')) continue;
-      for (let k = 1; k < head.length; k++) out[`${head[0]!.slice(0, -1)}.${head[k]}`] = Number(vals[k]);
+      for (let k = 1; k < head.length; k++) out[`${head[0].slice(0, -1)}.${head[k]}`] = Number(vals[k]);
       i++;
     }
     return out;
@@ -110,7 +110,7 @@ export class Namespace {
     }
     this.destroyed = true;
     const links = await quiet(run('ip', ['-n', this.name, '-o', 'link', 'show', 'type', 'veth']));
-    for (const l of String(links ?? '').matchAll(/^\d+: ([^:@]+)/gm)) await quiet(run('ip', ['-n', this.name, 'link', 'delete', l[1]!]));
+    for (const l of (links ?? '').matchAll(/^\d+: ([^:@]+)/gm)) await quiet(run('ip', ['-n', this.name, 'link', 'delete', l[1]]));
     await quiet(run('ip', ['netns', 'delete', this.name]));
     allNamespaces.delete(this);
   }
@@ -165,7 +165,7 @@ export class Link {
       await run('ip', ['-n', end.ns.name, 'link', 'set', end.device, 'up']);
       await end.ns.run('nft', ['-f', '-'], table(end.device, lossPercent));
       const shown = JSON.parse(await run('ip', ['-n', end.ns.name, '-j', 'link', 'show', end.device])) as Array<{ address: string }>;
-      mac.set(end, shown[0]!.address);
+      mac.set(end, shown[0].address);
     }
     // Static neighbours: no ARP on this link, as on a cellular or tunnelled one. A long cut would
     // otherwise leave a FAILED neighbour entry behind and new connections would get EHOSTUNREACH.

@@ -142,7 +142,7 @@ export async function startSystem(name: SystemName, ns: Namespace): Promise<Runn
       // tcplog: "... src:port [date] fe be/srv Tw/Tc/Tt bytes STATE ac/fc/bc/sc/rc sq/bq"
       const out = lines(front, (line) => {
         const m = /^(\S+):\d+ \[[^\]]+\] \S+ \S+ \S+ \d+ (\S\S) \d+\/\d+\/\d+\/\d+\/\d+ /.exec(line);
-        if (m) ends.push({ at: Date.now(), reason: m[2]!, source: m[1] });
+        if (m) ends.push({ at: Date.now(), reason: m[2], source: m[1] });
       });
       await waitInNamespace(ns, CLIENT_PORT, front, 'haproxy', out);
     } else if (name === 'proxy') {
@@ -170,7 +170,7 @@ export async function startSystem(name: SystemName, ns: Namespace): Promise<Runn
     ends,
     brokerTimeouts() {
       try {
-        return [...readFileSync(logFile, 'utf8').matchAll(/Client (\S+) has exceeded timeout/g)].map((m) => m[1]!);
+        return [...readFileSync(logFile, 'utf8').matchAll(/Client (\S+) has exceeded timeout/g)].map((m) => m[1]);
       } catch {
         return [];
       }
