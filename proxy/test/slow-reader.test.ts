@@ -56,8 +56,8 @@ t.test(`a reader paused for ${PAUSE_MS} ms (user timeout ${USER_TIMEOUT_S} s) is
   await reader.waitForBytes(4 + 5);
   const conn = [...proxy.app.proxy.connections].find((c) => c.connect?.clientId === 'slow-reader') as Connection;
   t.ok(conn, 'found the reader\'s connection in the proxy');
-  // Test-only look inside: the proxy's socket to this client, to see the stall happen.
-  const clientSocket = (conn as unknown as { client: net.Socket }).client;
+  // The proxy's socket to this client, to see the stall happen.
+  const clientSocket = conn.transport.stream as net.Socket;
   reader.socket.pause();
 
   const publisher = await connectClient(proxy.url, { clientId: 'slow-reader-feed', keepalive: 30 });
