@@ -373,7 +373,7 @@ async function main(): Promise<void> {
   console.log(`\ncaught ${caught}/${results.length}`);
   for (const r of results) {
     const failing = (x: FileRun): string => `${x.file.replace('proxy/test/', '')}${x.passed ? '' : ' (FAIL)'}`;
-    const detail = r.outcome === 'caught' ? r.runs.filter((x) => !x.passed).map(failing).join(', ')
+    const detail = r.outcome === 'caught' ? `${r.runs.filter((x) => !x.passed).map((x) => x.file.replace('proxy/test/', '')).join(', ')}${opts['all-tests'] ? `; passed: ${r.runs.filter((x) => x.passed).map((x) => x.file.replace('proxy/test/', '')).join(', ') || '-'}` : ''}`
       : r.outcome === 'SURVIVED' ? `all passed: ${r.runs.map(failing).join(', ')}`
         : r.outcome === 'STALE' ? `pattern no longer matches in ${r.b.file}` : 'mutant does not type-check';
     console.log(`  ${r.outcome.padEnd(8)} ${r.b.name.padEnd(22)} ${detail}`);
