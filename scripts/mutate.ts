@@ -136,7 +136,7 @@ const BREAKAGES: Breakage[] = [
     file: CONNECTION,
     where: 'Connection.lingerThenCut',
     edits: [['    this.cutLater(LINGER_MS);', '    void LINGER_MS;']],
-    tests: [T('connection'), T('lingering'), T('shutdown')],
+    tests: [T('connection'), T('lingering')], // (shutdown.test.ts passes with it: SIGTERM cuts after shutdownGrace, not the linger timer)
   },
   // The Connection's parts, each alone.
   {
