@@ -155,7 +155,8 @@ const BREAKAGES: Breakage[] = [
     file: 'proxy/src/relay/ping-ledger.ts',
     where: 'PingLedger.answeredProxy',
     edits: [['    if (this.unanswered.shift() !== FROM_PROXY) return false;', '    this.unanswered.shift();']],
-    tests: [T('relay-parts'), T('connection'), T('pingresp-interleave')],
+    // Only the unit test sees it: with equal counts of PINGRESPs the bytes each side gets are the same.
+    tests: [T('relay-parts')],
   },
   {
     // Breaks: the Will on a verdict, decided in the close classification.
