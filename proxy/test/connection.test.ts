@@ -50,7 +50,10 @@ t.test('handshake: CONNECT and CONNACK relayed byte for byte (3.1.1)', async (t)
   t.equal(hex(h.toClient()), hex(CONNACK_V3));
   t.equal(h.conn.phase, 'open');
   t.ok(h.conn.hasConnack);
-  t.equal(h.conn.deadlines.allowedSilenceMs, 32_000);
+  h.clock.advance(31_999);
+  t.ok(h.conn.isOpen, 'keep-alive 30 s: still open at 32 s - 1 ms of silence');
+  h.clock.advance(1);
+  t.equal((await closed(h)).reason, 'keepalive_timeout', 'cut at keep-alive + 2 s');
 });
 
 t.test('handshake: policy refusal is answered by the proxy, nothing reaches the broker (policy_reject)', async (t) => {
@@ -99,7 +102,10 @@ t.test('handshake: MQTT 5 Server Keep Alive set by the proxy, or the broker\'s s
   await b.settle();
   t.equal(hex(b.toClient()), hex(smaller), 'the broker\'s CONNACK unchanged');
   t.equal(b.conn.effectiveKeepAlive, 10, 'and its 10 s enforced');
-  t.equal(b.conn.deadlines.allowedSilenceMs, 12_000);
+  b.clock.advance(11_999);
+  t.ok(b.conn.isOpen, 'still open at 12 s - 1 ms of silence');
+  b.clock.advance(1);
+  t.equal((await closed(b)).reason, 'keepalive_timeout', 'cut at 10 s + 2 s, not at 30 s + 2 s');
 });
 
 t.test('ping ledger: client and proxy PINGREQs interleaved; each PINGRESP goes where it belongs', async (t) => {
@@ -165,6 +171,7 @@ t.test('close: keepalive_timeout, MQTT 5: DISCONNECT 0x04 to the broker, 0x8D to
   h.clock.advance(1);
   const e = await closed(h);
   t.match(e, { reason: 'keepalive_timeout', liveness: true, silenceMs: 12_000, advantageMs: 3_000 });
+  t.same(h.brokerSideDoneAtClose, [true], 'the broker side was told and closed before the verdict was reported (close event)');
   t.equal(hex(h.toBroker().subarray(sent)), hex(v5Disconnect(0x04)), 'Will published at once');
   t.ok(h.brokerGotEnd());
   t.equal(hex(h.toClient().subarray(CONNACK_V5.length)), hex(v5Disconnect(0x8d)));
@@ -185,7 +192,7 @@ t.test('close: send_stall when the client stops reading for the send timeout', a
   const h = await session(5, 600, { clientReads: false, configure: (c) => { c.tcp.sendTimeout = 5; } });
   h.broker.write(publish(200_000, 5));
   await h.settle();
-  t.ok(h.conn.deadlines.stallSince >= 0, 'writes wait for drain');
+  t.ok(h.conn.transport.stream.writableNeedDrain, 'writes to the client wait for drain');
   h.clock.advance(4_999);
   t.ok(h.conn.isOpen);
   h.clock.advance(1);

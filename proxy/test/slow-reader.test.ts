@@ -42,10 +42,11 @@ t.teardown(async () => {
 // Linux's persist timer honours TCP_USER_TIMEOUT (tcp_probe_timer, since 5.11): a zero window
 // held for userTimeout aborts the socket even though the peer ACKs every window probe. The
 // proxy then names it tcp_user_timeout ("read ETIMEDOUT") and the healthy reader's Will fires.
-// `todo` keeps the suite green while the failure stays visible in every run; remove it with the fix.
+// The verdict assertion is marked `todo`: it runs and its failure shows in every run without failing
+// the suite; remove the mark with the fix. (Not the whole test: tap does not run a todo test's body.)
 const KNOWN_BUG = 'kernel TCP_USER_TIMEOUT cuts a zero-window (paused but alive) reader: issue 16 point 2';
 
-t.test(`a reader paused for ${PAUSE_MS} ms (user timeout ${USER_TIMEOUT_S} s) is not cut, and reads on afterwards`, { todo: KNOWN_BUG }, async (t) => {
+t.test(`a reader paused for ${PAUSE_MS} ms (user timeout ${USER_TIMEOUT_S} s) is not cut, and reads on afterwards`, async (t) => {
   const topic = 'slow/reader';
   const reader = await RawClient.connect(proxy.port);
   t.teardown(() => reader.destroy());
@@ -56,8 +57,8 @@ t.test(`a reader paused for ${PAUSE_MS} ms (user timeout ${USER_TIMEOUT_S} s) is
   await reader.waitForBytes(4 + 5);
   const conn = [...proxy.app.proxy.connections].find((c) => c.connect?.clientId === 'slow-reader') as Connection;
   t.ok(conn, 'found the reader\'s connection in the proxy');
-  // Test-only look inside: the proxy's socket to this client, to see the stall happen.
-  const clientSocket = (conn as unknown as { client: net.Socket }).client;
+  // The proxy's socket to this client, to see the stall happen.
+  const clientSocket = conn.transport.stream as net.Socket;
   reader.socket.pause();
 
   const publisher = await connectClient(proxy.url, { clientId: 'slow-reader-feed', keepalive: 30 });
@@ -75,9 +76,11 @@ t.test(`a reader paused for ${PAUSE_MS} ms (user timeout ${USER_TIMEOUT_S} s) is
     if (proxy.closes.some((e) => e.clientId === 'slow-reader')) break;
   }
   const pausedFor = performance.now() - pausedAt;
-  t.ok(sendQ > 100_000, `the reader really stopped taking bytes: ${sendQ} bytes waiting in the proxy's socket to it after 1 s (${rcvbuf})`);
+  // Its receive buffer is 4 KB: eight times that queued in the proxy's kernel socket means it stopped
+  // reading (not 100 KB: a loaded machine publishes well below the nominal 200 KB/s).
+  t.ok(sendQ > 32 * 1024, `the reader really stopped taking bytes: ${sendQ} bytes waiting in the proxy's socket to it after 1 s (${rcvbuf})`);
   const cut = proxy.closes.find((e) => e.clientId === 'slow-reader');
-  t.equal(cut, undefined, `no verdict within ${Math.round(pausedFor)} ms of pause (${cut ? `${cut.reason}: ${cut.detail}` : 'still connected'}, ${published} messages published)`);
+  t.equal(cut, undefined, `no verdict within ${Math.round(pausedFor)} ms of pause (${cut ? `${cut.reason}: ${cut.detail}` : 'still connected'}, ${published} messages published)`, { todo: KNOWN_BUG });
 
   if (cut) return;
   // It reads again: everything that waited arrives, and the connection lives on.

@@ -41,6 +41,8 @@ export interface Harness {
   brokerGotEnd(): boolean;
   connects: ConnectEvent[];
   closes: CloseEvent[];
+  /** For each close event: whether the broker side was already ended or destroyed when it was emitted. */
+  brokerSideDoneAtClose: boolean[];
   /** What the fake TCP_INFO says (null: not available). */
   ackState: TcpAckState | null;
   /** What the "is the broker still accepting?" check answers. */
@@ -88,6 +90,7 @@ export function connectionHarness(options: HarnessOptions = {}): Harness {
     brokerGotEnd: () => ended.broker,
     connects: [] as ConnectEvent[],
     closes: [] as CloseEvent[],
+    brokerSideDoneAtClose: [] as boolean[],
     ackState: null,
     brokerAlive: true,
     settle: async () => {
@@ -95,7 +98,10 @@ export function connectionHarness(options: HarnessOptions = {}): Harness {
     },
   });
   events.on('connect', (e) => h.connects.push(e));
-  events.on('close', (e) => h.closes.push(e));
+  events.on('close', (e) => {
+    h.closes.push(e);
+    h.brokerSideDoneAtClose.push(upstream.writableEnded || upstream.destroyed);
+  });
   h.conn = new Connection({ stream: clientStream, tcpSocket: null, remoteAddress: '192.0.2.7', remotePort: 40_000, transport: 'tcp' }, ctx);
   if (options.upstreamConnects !== false) upstream.emit('connect');
   return h;
