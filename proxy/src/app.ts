@@ -125,6 +125,7 @@ function startCanary(config: Config, proxy: ProxyServer, metrics: ProxyMetrics, 
   const canary = new Canary({
     probes: config.probes,
     upstream: config.upstream,
+    proxyProtocolLocal: config.proxyProtocol.upstream === 'v2',
     clock,
     log,
     metrics,
