@@ -44,6 +44,16 @@ async function connections(adminUrl: string): Promise<Row[]> {
   return body.connections;
 }
 
+/** mqtt.js from a given local address (127.0.0.2: a loopback alias), which its URL options cannot say. */
+function boundClient(port: number, localAddress: string, clientId: string): Promise<mqtt.MqttClient> {
+  return new Promise((resolve, reject) => {
+    const client = new mqtt.MqttClient(() => net.connect({ host: '127.0.0.1', port, localAddress }), { clientId, reconnectPeriod: 0, protocolVersion: 4, keepalive: 30 });
+    client.once('connect', () => resolve(client));
+    client.once('error', reject);
+    client.once('close', () => reject(new Error('closed before CONNACK')));
+  });
+}
+
 t.test('ws and wss through the proxy: exchange, transport in /connections and metrics, keep-alive verdict and Will', async (t) => {
   for (const secure of [false, true]) {
     const proxy = await startProxy(mosquitto.port, {
@@ -105,20 +115,32 @@ t.test('PROXY in: HAProxy send-proxy-v2 in front; the real client address in /co
   ].join('\n'), [front]);
   t.teardown(() => haproxy.stop());
 
-  const via = (localAddress: string, clientId: string) =>
-    mqtt.connectAsync(`mqtt://127.0.0.1:${front}`, { clientId, reconnectPeriod: 0, connectTimeout: 5_000, localAddress } as mqtt.IClientOptions & { localAddress: string });
+  // mqtt.js cannot bind a local address: raw clients from 127.0.0.2 and 127.0.0.3 (loopback aliases).
+  const via = async (localAddress: string, clientId: string): Promise<{ socket: net.Socket; answer: Promise<Buffer | null> }> => {
+    const socket = net.connect({ host: '127.0.0.1', port: front, localAddress, noDelay: true });
+    socket.on('error', () => {});
+    await new Promise((resolve) => socket.once('connect', resolve));
+    t.teardown(() => socket.destroy());
+    socket.write(connectFrame({ clientId, keepalive: 30 }));
+    let received = Buffer.alloc(0);
+    socket.on('data', (d: Buffer) => { received = Buffer.concat([received, d]); });
+    const answer = new Promise<Buffer | null>((resolve) => {
+      const check = setInterval(() => { if (received.length >= 4) { clearInterval(check); resolve(received); } }, 20);
+      socket.once('close', () => { clearInterval(check); resolve(received.length >= 4 ? received : null); });
+    });
+    return { socket, answer };
+  };
   const a = await via('127.0.0.2', 'pp-a');
-  t.teardown(() => a.end(true));
+  t.same([...(await a.answer)!.subarray(0, 4)], [0x20, 0x02, 0x00, 0x00], 'CONNACK 0 through HAProxy and the proxy');
   const row = (await connections(proxy.adminUrl)).find((r) => r.clientId === 'pp-a');
   t.match(row, { remoteAddress: '127.0.0.2', transport: 'tcp' }, '/connections shows the client behind HAProxy, not 127.0.0.1');
 
   // A second client from 127.0.0.2: over the per-source limit (1). One from 127.0.0.3: its own source.
-  const rejectsBefore = proxy.logs.filter((l) => l.reason === 'limit_per_source').length;
-  await t.rejects(via('127.0.0.2', 'pp-a2'), 'same client address: refused by maxConnectionsPerSource 1');
-  t.ok(proxy.logs.filter((l) => l.reason === 'limit_per_source' && l.source === '127.0.0.2').length > rejectsBefore, 'refusal logged for source 127.0.0.2');
+  const a2 = await via('127.0.0.2', 'pp-a2');
+  t.equal(await a2.answer, null, 'same client address: closed without a CONNACK (maxConnectionsPerSource 1)');
+  t.ok(proxy.logs.some((l) => l.reason === 'limit_per_source' && l.source === '127.0.0.2'), 'refusal logged for source 127.0.0.2');
   const b = await via('127.0.0.3', 'pp-b');
-  t.teardown(() => b.end(true));
-  t.pass('another client address behind the same balancer is admitted');
+  t.same([...(await b.answer)!.subarray(0, 4)], [0x20, 0x02, 0x00, 0x00], 'another client address behind the same balancer is admitted');
 
   // TLS listener behind a v1 header (a balancer passing TLS through).
   const raw = net.connect({ host: '127.0.0.1', port: proxy.app.tls!.address().port });
@@ -138,7 +160,7 @@ t.test('bad PROXY headers from a trusted peer: closed, counted, logged; a client
   const proxy = await startProxy(mosquitto.port, { proxyProtocol: { trusted: ['127.0.0.1/32'] }, connectTimeout: 1 });
   t.teardown(() => proxy.stop());
   // The healthy client comes from 127.0.0.2 (not trusted): no header needed.
-  const healthy = await mqtt.connectAsync(`mqtt://127.0.0.1:${proxy.port}`, { clientId: 'pp-healthy', reconnectPeriod: 0, localAddress: '127.0.0.2' } as mqtt.IClientOptions & { localAddress: string });
+  const healthy = await boundClient(proxy.port, '127.0.0.2', 'pp-healthy');
   t.teardown(() => healthy.end(true));
   await healthy.subscribeAsync('pp/healthy');
   const before = (await scrape(proxy.adminUrl)).samples;
@@ -182,7 +204,7 @@ t.test('PROXY out: HAProxy accept-proxy in front of Mosquitto sees the client ad
   t.teardown(() => haproxy.stop());
   const proxy = await startProxy(front, { proxyProtocol: { upstream: 'v2' }, probes: { enabled: true, interval: 0.5, timeout: 0.4 } });
   t.teardown(() => proxy.stop());
-  const c = await mqtt.connectAsync(`mqtt://127.0.0.1:${proxy.port}`, { clientId: 'pp-out', reconnectPeriod: 0, localAddress: '127.0.0.2' } as mqtt.IClientOptions & { localAddress: string });
+  const c = await boundClient(proxy.port, '127.0.0.2', 'pp-out');
   const localPort = (c.stream as net.Socket).localPort;
   await c.subscribeAsync('pp/out');
   const got = nextMessages(c, 1);

@@ -151,7 +151,8 @@ export class ProxyServer {
     const remoteAddress = peer.remoteAddress ?? '';
     const remotePort = peer.remotePort ?? 0;
     this.events.emit('refused', { transport, reason, remoteAddress, remotePort, detail: detail ?? null });
-    this.refusals.note(`${transport}:${reason}`, { source: remoteAddress, remotePort, transport, reason, detail }, `connection refused: ${message ?? reason}`);
+    // Per transport, reason and code (all bounded): a flood of one kind costs one line per window.
+    this.refusals.note(`${transport}:${reason}:${detail ?? ''}`, { source: remoteAddress, remotePort, transport, reason, detail }, `connection refused: ${message ?? reason}`);
   }
 
   /** The ClientTransport of an accepted socket (TCP, or TLS once handshaken): the client's address from its PROXY header, if any. */
