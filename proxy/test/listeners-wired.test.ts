@@ -218,3 +218,29 @@ t.test('PROXY out: HAProxy accept-proxy in front of Mosquitto sees the client ad
   t.ok(ready, 'canary (LOCAL header) accepted: /readyz 200');
   await sleep(0);
 });
+
+t.test('protocol edges at the running proxy: DISCONNECT then close 300 ms later is client_disconnect; maxConnectSize', async (t) => {
+  const proxy = await startProxy(mosquitto.port, { maxConnectSize: 4096 });
+  t.teardown(() => proxy.stop());
+  const before = (await scrape(proxy.adminUrl)).samples;
+  const c = await RawClient.connect(proxy.port);
+  c.write(connectFrame({ clientId: 'edge-disconnect', keepalive: 30 }));
+  await c.waitForBytes(4);
+  c.write(Buffer.from([0xe0, 0x00])); // DISCONNECT; Mosquitto closes its side at once
+  await sleep(300);
+  c.socket.end();
+  const end = await proxy.nextClose((e) => e.clientId === 'edge-disconnect');
+  t.equal(end.reason, 'client_disconnect', 'classified client_disconnect although the broker closed first');
+  // An oversized CONNECT (a 10 kB password) is refused before it is held.
+  const big = await RawClient.connect(proxy.port);
+  big.write(connectFrame({ clientId: 'edge-big', keepalive: 30, username: 'u', password: 'x'.repeat(10_000) }));
+  await big.waitForClose();
+  t.same([...big.received], [], 'closed without an answer');
+  const after = (await scrape(proxy.adminUrl)).samples;
+  const delta = (k: string): number => value(after, k) - value(before, k);
+  t.equal(delta('mqtt_liveness_disconnects_total{reason="client_disconnect"}'), 1, 'disconnects_total{reason="client_disconnect"} +1');
+  t.equal(delta('mqtt_liveness_disconnects_total{reason="broker_close"}'), 0, 'broker_close +0');
+  t.equal(delta('mqtt_liveness_disconnects_total{reason="protocol_error"}'), 1, 'the oversized CONNECT: protocol_error +1');
+  t.equal(delta('mqtt_liveness_frame_errors_total{kind="too_large"}'), 1, 'frame_errors_total{kind="too_large"} +1');
+  t.notMatch(JSON.stringify(proxy.logs), /xxxxxxxxxx/, 'the password never reaches the log');
+});
