@@ -25,7 +25,7 @@ export const COPIES: ReadonlyArray<readonly [string, string]> = [
 ];
 
 /** Keys of the proxy configuration that the chart sets itself. */
-export const CHART_OWNED_KEYS = ['listen', 'upstream', 'admin', 'broker', 'mosquittoConfig', 'mosquittoBinary', 'tls'] as const;
+export const CHART_OWNED_KEYS = ['listen', 'upstream', 'admin', 'broker', 'mosquittoConfig', 'mosquittoBinary', 'tls', 'websocket'] as const;
 
 /** The generated definitions of values.schema.json, from the zod schema's JSON Schema. */
 export function proxyDefinitions(): Record<string, JsonSchema> {

@@ -7,7 +7,9 @@
  *   own WebSocket listener does not start on Debian 12: "Unable to start any
  *   listening sockets");
  * - aedes-ws: Aedes (the npm broker) behind a plain ws server, as a broker
- *   with its own WebSocket endpoint.
+ *   with its own WebSocket endpoint;
+ * - proxy->mosquitto: the proxy's WebSocket listener (websocket.listen, default
+ *   keep-alive policy: deadline keep-alive + min(2, keep-alive/2) s) in front of Mosquitto.
  * Method in proxy/test/helpers/browser-will.ts. Runs one after another (one
  * Chromium at a time). Options: --keep-alive N (default 10), --mode frozen|cut (repeatable).
  */
@@ -20,6 +22,7 @@ import { createCable, type Cable } from '../test/helpers/netns.ts';
 import { startMosquitto } from '../test/helpers/mosquitto.ts';
 import { startWsBridge } from '../test/helpers/ws-bridge.ts';
 import { measureBrowserWill, type BrowserWillResult } from '../test/helpers/browser-will.ts';
+import { startProxy } from '../test/helpers/proxy.ts';
 
 const { values } = parseArgs({ options: { 'keep-alive': { type: 'string' }, mode: { type: 'string', multiple: true } } });
 const keepalive = Number(values['keep-alive'] ?? 10);
@@ -33,6 +36,15 @@ async function listenerToMosquitto(cable: Cable): Promise<Endpoint> {
   return {
     name: 'listener->mosquitto', wsUrl: `ws://${cable.hostAddress}:${bridge.port}/mqtt`, watchUrl: mosquitto.url,
     async close() { await bridge.close(); await mosquitto.stop(); },
+  };
+}
+
+async function proxyToMosquitto(cable: Cable): Promise<Endpoint> {
+  const mosquitto = await startMosquitto();
+  const proxy = await startProxy(mosquitto.port, { websocket: { listen: `${cable.hostAddress}:0` }, logLevel: 'warn' });
+  return {
+    name: 'proxy->mosquitto', wsUrl: `ws://${cable.hostAddress}:${proxy.app.websocket!.address().port}/mqtt`, watchUrl: mosquitto.url,
+    async close() { await proxy.stop(); await mosquitto.stop(); },
   };
 }
 
@@ -60,7 +72,7 @@ async function aedesWs(cable: Cable): Promise<Endpoint> {
 const cable = await createCable('bbrw');
 const rows: Array<{ endpoint: string; mode: string } & Partial<BrowserWillResult> & { error?: string }> = [];
 try {
-  for (const make of [listenerToMosquitto, aedesWs]) {
+  for (const make of [proxyToMosquitto, aedesWs, listenerToMosquitto]) {
     for (const mode of modes) {
       const endpoint = await make(cable);
       try {

@@ -161,7 +161,7 @@ async function sample(p: ProxyProcess, t0: number): Promise<Sample> {
     handles: m.get('nodejs_active_handles_total') ?? NaN,
     sockets: m.get('nodejs_active_resources{type="TCPSocketWrap"}') ?? NaN,
     timers: m.get('nodejs_active_resources{type="Timeout"}') ?? NaN,
-    open: m.get('mqtt_liveness_connections_open') ?? NaN,
+    open: m.get('mqtt_liveness_connections_open{transport="tcp"}') ?? NaN,
     ends,
     frameErrors: sum('mqtt_liveness_frame_errors_total{'),
   };

@@ -14,6 +14,8 @@ import { WebhookSender, webhookOptionsFrom } from './events/webhook.ts';
 import { Canary } from './probes/canary.ts';
 import { TlsListener } from './relay/tls.ts';
 import { planReload, type ReloadPlan } from './config/reload.ts';
+import type { WebSocketListener } from './listeners/websocket.ts';
+import { startWebSocketListener } from './relay/websocket-wiring.ts';
 
 export interface App {
   /** The running configuration (changes with reconfigure()). */
@@ -27,8 +29,10 @@ export interface App {
   webhook: WebhookSender | null;
   /** The broker canary, when probes.enabled (readiness check `broker`). */
   canary: Canary | null;
-  /** The TLS listener, when tls.listen is set. */
+  /** The TLS listener, when tls.listen is set (or only its certificate, for websocket.tls). */
   tls: TlsListener | null;
+  /** The WebSocket listener, when websocket.listen is set. */
+  websocket: WebSocketListener | null;
   /** Apply a reloaded configuration to new connections (restart-only keys keep their running values). */
   reconfigure(config: Config): ReloadPlan;
   /**
@@ -48,15 +52,16 @@ export async function startApp(config: Config, log: Logger, clock?: Clock): Prom
   webhook?.attach(proxy.events);
   const admin = new AdminServer({ listen: config.admin, proxy, metrics, clock: clock ?? systemClock, log, token: config.adminToken });
   let tls: TlsListener | null = null;
+  let websocket: WebSocketListener | null = null;
   try {
     await proxy.listen();
-    if (config.tls.listen) {
-      tls = new TlsListener(proxy, config.tls, log);
-      await tls.listen();
-    }
+    if (config.tls.listen || (config.websocket.listen && config.websocket.tls)) tls = new TlsListener(proxy, config.tls, log);
+    if (config.tls.listen) await tls!.listen();
+    websocket = await startWebSocketListener(proxy, tls, log);
     await admin.listen();
   } catch (err) {
     tls?.close();
+    await websocket?.close();
     await proxy.close(0);
     await admin.close();
     await webhook?.stop();
@@ -77,6 +82,7 @@ export async function startApp(config: Config, log: Logger, clock?: Clock): Prom
     webhook,
     canary,
     tls,
+    websocket,
     reconfigure(next) {
       const plan = planReload(proxy.config, next);
       const tlsChanged = plan.changed.some((k) => k.startsWith('tls.'));
@@ -95,7 +101,10 @@ export async function startApp(config: Config, log: Logger, clock?: Clock): Prom
         const canaryStopped = canary?.stop();
         tls?.close();
         // Listeners close (new connections refused), clients are told and closed within shutdownGrace.
+        // (The WebSocket listener's close completes once its connections, ended by proxy.close(), are gone.)
+        const wsClosed = websocket?.close();
         await proxy.close();
+        await wsClosed;
         await canaryStopped;
         await webhook?.stop();
         await broker?.stop();
@@ -116,6 +125,7 @@ function startCanary(config: Config, proxy: ProxyServer, metrics: ProxyMetrics, 
   const canary = new Canary({
     probes: config.probes,
     upstream: config.upstream,
+    proxyProtocolLocal: config.proxyProtocol.upstream === 'v2',
     clock,
     log,
     metrics,

@@ -24,6 +24,7 @@ Options:
   --listen HOST:PORT     MQTT listener for clients (default 0.0.0.0:1883)
   --upstream HOST:PORT   the broker (default 127.0.0.1:1884)
   --admin HOST:PORT      metrics and health endpoints (default 0.0.0.0:9464)
+  --ws-listen HOST:PORT  MQTT over WebSocket listener (websocket.listen; default: none)
   --broker MODE          auto | mosquitto | embedded | none (default auto)
   --config FILE          YAML configuration (also MLP_CONFIG)
   --log-level LEVEL      fatal | error | warn | info | debug | trace | silent
@@ -46,6 +47,7 @@ const OPTIONS = {
   listen: { type: 'string' },
   upstream: { type: 'string' },
   admin: { type: 'string' },
+  'ws-listen': { type: 'string' },
   broker: { type: 'string' },
   config: { type: 'string', short: 'c' },
   'log-level': { type: 'string' },
@@ -54,14 +56,21 @@ const OPTIONS = {
   version: { type: 'boolean', short: 'v' },
 } as const;
 
-type ConfigFlags = { config?: string; listen?: string; upstream?: string; admin?: string; broker?: string; 'log-level'?: string };
+type ConfigFlags = { config?: string; listen?: string; upstream?: string; admin?: string; 'ws-listen'?: string; broker?: string; 'log-level'?: string };
 
 /** Defaults < file (--config or MLP_CONFIG) < MLP_* environment < flags. */
 function resolveConfig(values: ConfigFlags, env: NodeJS.ProcessEnv = process.env): Config {
   return loadConfig({
     file: values.config ?? (env.MLP_CONFIG || null),
     env,
-    flags: { listen: values.listen, upstream: values.upstream, admin: values.admin, broker: values.broker, logLevel: values['log-level'] },
+    flags: {
+      listen: values.listen,
+      upstream: values.upstream,
+      admin: values.admin,
+      websocket: values['ws-listen'] === undefined ? undefined : { listen: values['ws-listen'] },
+      broker: values.broker,
+      logLevel: values['log-level'],
+    },
   });
 }
 
@@ -75,6 +84,7 @@ function printable(config: Config): unknown {
     adminToken: config.adminToken ? '[set]' : null,
     probes: { ...config.probes, password: config.probes.password ? '[set]' : null },
     tls: { ...config.tls, listen: config.tls.listen ? formatHostPort(config.tls.listen) : null },
+    websocket: { ...config.websocket, listen: config.websocket.listen ? formatHostPort(config.websocket.listen) : null },
   };
 }
 

@@ -13,10 +13,11 @@ import { frameErrorKind } from './mqtt/errors.ts';
 import { PACKET_NAMES } from './mqtt/packets.ts';
 import { protocolLabel } from './mqtt/protocol.ts';
 import { VERSION } from './package.ts';
-import type { CloseEvent, ConnectEvent, RejectEvent } from './relay/events.ts';
+import type { CloseEvent, ConnectEvent, RefusedEvent, RejectEvent } from './relay/events.ts';
 import type { ProxyServer } from './relay/server.ts';
 import { DIRECTIONS } from './relay/stats.ts';
-import { connectionMetrics } from './metrics/connections.ts';
+import { LISTENER_REFUSALS } from './listeners/refusals.ts';
+import { TRANSPORT_LABELS, connectionMetrics, type TransportLabel } from './metrics/connections.ts';
 import { trafficMetrics } from './metrics/traffic.ts';
 import { buildInfoMetric, canaryMetrics, webhookMetrics } from './metrics/outbound.ts';
 
@@ -40,15 +41,16 @@ export interface MetricsOptions {
 
 export class ProxyMetrics {
   readonly registry = new Registry();
-  /** Connections that have ended; with the open ones this is the accepted count. */
-  private closed = 0;
+  /** Connections that have ended, by transport; with the open ones this is the accepted count. */
+  private readonly closed: Record<TransportLabel, number> = { tcp: 0, tls: 0, ws: 0, wss: 0 };
   private readonly registers = [this.registry];
 
   // Connections and verdicts.
   private readonly connections = connectionMetrics(this.registers, {
-    open: () => this.proxy.connections.size,
-    accepted: () => this.closed + this.proxy.connections.size,
+    open: () => this.openByTransport(),
+    accepted: (transport) => this.closed[transport] + this.openByTransport()[transport],
   });
+  readonly listenerRefusals = this.connections.listenerRefusals;
   readonly detectionLatency = this.connections.detectionLatency;
   readonly detectionAdvantage = this.connections.detectionAdvantage;
   readonly disconnects = this.connections.disconnects;
@@ -92,6 +94,8 @@ export class ProxyMetrics {
     const onFrameError = (e: { kind: string }): void => this.frameErrors.inc({ kind: e.kind });
     // Sockets refused by an admission limit (relay/limits.ts) never become connections.
     const onReject = (e: RejectEvent): void => this.connectsRejected.inc({ reason: e.reason });
+    const onRefused = (e: RefusedEvent): void => this.listenerRefusals.inc({ transport: e.transport, reason: e.reason });
+    proxy.events.on('refused', onRefused);
     proxy.events.on('connect', onConnect);
     proxy.events.on('close', onClose);
     proxy.events.on('frameError', onFrameError);
@@ -101,6 +105,7 @@ export class ProxyMetrics {
       proxy.events.off('close', onClose);
       proxy.events.off('frameError', onFrameError);
       proxy.events.off('reject', onReject);
+      proxy.events.off('refused', onRefused);
     };
   }
 
@@ -112,6 +117,11 @@ export class ProxyMetrics {
     }
     for (const reason of REASONS) this.disconnects.inc({ reason }, 0);
     for (const reason of REJECT_REASONS) this.connectsRejected.inc({ reason }, 0);
+    for (const transport of TRANSPORT_LABELS) {
+      this.connectionsOpen.set({ transport }, 0);
+      this.connectionsAccepted.inc({ transport }, 0);
+      for (const reason of LISTENER_REFUSALS) this.listenerRefusals.inc({ transport, reason }, 0);
+    }
     for (const protocol of PROTOCOLS) {
       this.keepAliveRequested.zero({ protocol });
       this.keepAliveEffective.zero({ protocol });
@@ -140,8 +150,15 @@ export class ProxyMetrics {
     if (e.clamped) this.keepAliveClamps.inc({ protocol });
   }
 
+  /** Open connections by transport (at scrape time). */
+  private openByTransport(): Record<TransportLabel, number> {
+    const open: Record<TransportLabel, number> = { tcp: 0, tls: 0, ws: 0, wss: 0 };
+    for (const conn of this.proxy.connections) open[conn.transport.transport]++;
+    return open;
+  }
+
   private onClose(e: CloseEvent): void {
-    this.closed++;
+    this.closed[e.transport]++;
     this.disconnects.inc({ reason: e.reason });
     if (e.liveness) {
       this.detectionLatency.observe({ reason: e.reason }, e.silenceMs / 1000);

@@ -6,7 +6,8 @@ import t, { type Test } from 'tap';
 import { randomBytes } from 'node:crypto';
 import { startMosquitto, closedPort } from './helpers/mosquitto.ts';
 import { startProxy } from './helpers/proxy.ts';
-import { connectClient, connectFrame, nextMessages, RawClient } from './helpers/clients.ts';
+import mqtt from 'mqtt';
+import { connectClient, connectFrame, eventually, nextMessages, RawClient } from './helpers/clients.ts';
 
 const broker = await startMosquitto();
 const proxy = await startProxy(broker.port, { connectTimeout: 1, maxPacketSize: 64 * 1024 });
@@ -106,9 +107,30 @@ t.test('the password never reaches logs or events', async (t) => {
   t.equal(end.username, 'alice');
 });
 
-t.test('an unreachable broker gets a CONNACK saying server unavailable', async (t) => {
-  // Bound and never listening for the life of this process: refused, whatever runs in parallel.
+t.test('an unreachable broker: brokerUnreachable close (default) closes without a CONNACK', async (t) => {
   const lonely = await startProxy(closedPort());
+  t.teardown(() => lonely.stop());
+  for (const protocolVersion of [4, 5] as const) {
+    const c = await RawClient.connect(lonely.port);
+    c.write(connectFrame({ clientId: `bare-${protocolVersion}`, keepalive: 30, protocolVersion }));
+    await c.waitForClose();
+    t.same([...c.received], [], `protocol ${protocolVersion}: closed, nothing written`);
+  }
+  await eventually(() => lonely.closes.filter((e) => e.reason === 'broker_unreachable').length >= 2, 5_000, 'two broker_unreachable closes');
+  // mqtt.js sees a bare close and keeps retrying (it stops after a refusing CONNACK).
+  const client = mqtt.connect(lonely.url, { protocolVersion: 5, reconnectPeriod: 100, connectTimeout: 2_000 });
+  const errors: string[] = [];
+  client.on('error', (err) => errors.push(err.message));
+  let attempts = 0;
+  client.on('close', () => { attempts++; });
+  await eventually(() => attempts >= 3, 10_000, 'three attempts');
+  client.end(true);
+  t.same(errors, [], 'no error event (no "Server unavailable", no "Invalid disconnect reason code")');
+});
+
+t.test('an unreachable broker with brokerUnreachable connack gets a CONNACK saying server unavailable', async (t) => {
+  // Bound and never listening for the life of this process: refused, whatever runs in parallel.
+  const lonely = await startProxy(closedPort(), { brokerUnreachable: 'connack' });
   t.teardown(() => lonely.stop());
   for (const [protocolVersion, expected] of [[4, [0x20, 0x02, 0x00, 0x03]], [5, [0x20, 0x03, 0x00, 0x88, 0x00]], [3, [0x20, 0x02, 0x00, 0x03]]] as const) {
     const c = await RawClient.connect(lonely.port);

@@ -1,7 +1,7 @@
 /**
  * The broker canary against a real Mosquitto: /readyz follows the broker
  * (SIGSTOP: 503 within interval + timeout, SIGCONT: 200 again), RTTs reach
- * /metrics, onBrokerDown close ends client sessions (MQTT 5: DISCONNECT 0x88),
+ * /metrics, onBrokerDown close ends client sessions (MQTT 5: DISCONNECT 0x89),
  * reconnect after the broker comes up, credentials, protocol levels 3/4/5.
  */
 import t from 'tap';
@@ -102,9 +102,9 @@ t.test('SIGSTOP/SIGCONT: /readyz and broker_up follow the broker; onBrokerDown c
   t.equal(down.body.checks.upstream.ok, true, 'while the TCP check alone still passes: the kernel accepts for a stopped broker');
   t.equal(down.body.checks.listener.ok, true);
 
-  // onBrokerDown close: both sessions end, the MQTT 5 one with DISCONNECT 0x88.
+  // onBrokerDown close: both sessions end, the MQTT 5 one with DISCONNECT 0x89.
   await v5.waitForClose(5000);
-  t.same([...v5.received.subarray(v5Connack)], [0xe0, 0x01, 0x88], 'the MQTT 5 client got DISCONNECT 0x88 (server unavailable)');
+  t.same([...v5.received.subarray(v5Connack)], [0xe0, 0x01, 0x89], 'the MQTT 5 client got DISCONNECT 0x89 (server busy)');
   await v4.waitForClose(5000);
   t.equal(v4.received.length, 4, 'the 3.1.1 client got nothing after its CONNACK (it has no DISCONNECT from a server)');
   const ends = proxy.closes.filter((e) => e.clientId === 'canary-v5' || e.clientId === 'canary-v4');

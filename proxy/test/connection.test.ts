@@ -238,12 +238,12 @@ t.test('close: broker_close, 3.1.1: the FIN is passed on', async (t) => {
   t.equal(hex(h.toClient()), hex(CONNACK_V3));
 });
 
-t.test('close: broker_close, MQTT 5 without DISCONNECT: 0x88 only when the broker died', async (t) => {
+t.test('close: broker_close, MQTT 5 without DISCONNECT: 0x89 (server busy; 0x88 is CONNACK-only) only when the broker died', async (t) => {
   const dead = await session(5, 60);
   dead.brokerAlive = false;
   dead.broker.end();
   await dead.settle();
-  t.equal(hex(dead.toClient().subarray(CONNACK_V5.length)), hex(v5Disconnect(0x88)), 'server unavailable');
+  t.equal(hex(dead.toClient().subarray(CONNACK_V5.length)), hex(v5Disconnect(0x89)), 'server busy');
   t.ok(dead.clientGotEnd());
   dead.client.end();
   t.equal((await closed(dead)).reason, 'broker_close');
@@ -263,8 +263,30 @@ t.test('close: broker_close, MQTT 5 without DISCONNECT: 0x88 only when the broke
   t.match(await closed(told), { reason: 'broker_close', detail: 'broker sent DISCONNECT 0x8e' });
 });
 
-t.test('close: broker_unreachable, whether the upstream fails before or after the CONNECT', async (t) => {
+t.test('close: broker_unreachable with brokerUnreachable close (default): no CONNACK, closed at once', async (t) => {
   const early = connectionHarness({ upstreamConnects: false });
+  t.equal(early.config.brokerUnreachable, 'close', 'the default');
+  early.upstream.destroy(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }));
+  await early.settle();
+  t.ok(early.clientGotEnd(), 'the client is closed without waiting for its CONNECT');
+  early.client.end();
+  t.match(await closed(early), { reason: 'broker_unreachable', detail: 'ECONNREFUSED' });
+  t.equal(early.toClient().length, 0, 'nothing written: clients retry after a bare close');
+
+  const late = connectionHarness({ upstreamConnects: false });
+  late.client.write(connect(5, 60));
+  await late.settle();
+  late.upstream.destroy(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }));
+  await late.settle();
+  t.ok(late.clientGotEnd());
+  late.client.end();
+  t.match(await closed(late), { reason: 'broker_unreachable', detail: 'ECONNREFUSED' });
+  t.equal(late.toClient().length, 0, 'no CONNACK 0x88 either');
+});
+
+t.test('close: broker_unreachable with brokerUnreachable connack, whether the upstream fails before or after the CONNECT', async (t) => {
+  const connack = { configure: (c: import('../src/config/types.ts').Config) => { c.brokerUnreachable = 'connack'; } };
+  const early = connectionHarness({ upstreamConnects: false, ...connack });
   early.upstream.destroy(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }));
   await early.settle();
   t.ok(early.conn.isOpen, 'waits for the CONNECT to learn the protocol');
@@ -276,7 +298,7 @@ t.test('close: broker_unreachable, whether the upstream fails before or after th
   const e = await closed(early);
   t.match(e, { reason: 'broker_unreachable', detail: 'upstream connection failed' });
 
-  const late = connectionHarness({ upstreamConnects: false });
+  const late = connectionHarness({ upstreamConnects: false, ...connack });
   late.client.write(connect(4, 60));
   await late.settle();
   late.upstream.destroy(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }));
@@ -297,7 +319,7 @@ t.test('close: broker_unresponsive when an injected PINGREQ is not answered', as
   h.clock.advance(1);
   const e = await closed(h);
   t.match(e, { reason: 'broker_unresponsive', liveness: false });
-  t.equal(hex(h.toClient().subarray(CONNACK_V5.length)), hex(v5Disconnect(0x88)));
+  t.equal(hex(h.toClient().subarray(CONNACK_V5.length)), hex(v5Disconnect(0x89)));
   t.ok(h.toBroker().subarray(-2).equals(PINGREQ), 'no DISCONNECT to the broker');
 });
 
@@ -313,7 +335,7 @@ t.test('close: shutdown and broker_down, decided outside the connection', async 
   const down = await session(5, 60);
   down.conn.end('broker_down', 'canary');
   t.equal((await closed(down)).reason, 'broker_down');
-  t.equal(hex(down.toClient().subarray(CONNACK_V5.length)), hex(v5Disconnect(0x88)));
+  t.equal(hex(down.toClient().subarray(CONNACK_V5.length)), hex(v5Disconnect(0x89)));
 
   const v3 = await session(4, 60);
   v3.conn.end('shutdown', null);
@@ -356,10 +378,58 @@ t.test('close: ETIMEDOUT from the kernel is tcp_keepalive when idle, tcp_user_ti
   t.match(await closed(busy), { reason: 'tcp_user_timeout', liveness: true });
 });
 
-t.test('an upstream that failed before any CONNECT: connect_timeout if none comes (no silent hang)', async (t) => {
-  const h = connectionHarness({ upstreamConnects: false });
+t.test('an upstream that failed before any CONNECT: connect_timeout if none comes (no silent hang; brokerUnreachable connack)', async (t) => {
+  const h = connectionHarness({ upstreamConnects: false, configure: (c) => { c.brokerUnreachable = 'connack'; } });
   h.upstream.destroy(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }));
   await h.settle();
   h.clock.advance(h.config.connectTimeout * 1000);
   t.match(await closed(h), { reason: 'connect_timeout' });
+});
+
+t.test('client_disconnect whichever side closes first after the client\'s DISCONNECT', async (t) => {
+  for (const version of [4, 5] as const) {
+    // The broker closes first (what Mosquitto does on DISCONNECT), the client 300 ms later.
+    const h = await session(version, 60);
+    h.client.write(version === 5 ? Buffer.from([0xe0, 0x00]) : DISCONNECT);
+    await h.settle();
+    h.broker.end();
+    await h.settle();
+    h.clock.advance(300);
+    h.client.end();
+    const e = await closed(h);
+    t.equal(e.reason, 'client_disconnect', `MQTT ${version}: broker FIN after the client's DISCONNECT`);
+    t.equal(hex(h.toClient().subarray(version === 5 ? CONNACK_V5.length : CONNACK_V3.length)), '', 'nothing injected toward the client');
+
+    // The broker resets instead.
+    const r = await session(version, 60);
+    r.client.write(DISCONNECT);
+    await r.settle();
+    r.upstream.destroy(Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' }));
+    await r.settle();
+    r.client.end();
+    t.equal((await closed(r)).reason, 'client_disconnect', `MQTT ${version}: broker reset after the client's DISCONNECT`);
+  }
+  // Without a DISCONNECT it stays broker_close.
+  const b = await session(4, 60);
+  b.broker.end();
+  await b.settle();
+  b.client.end();
+  t.equal((await closed(b)).reason, 'broker_close');
+});
+
+t.test('maxConnectSize: a CONNECT above it closes with protocol_error; later packets may be up to maxPacketSize', async (t) => {
+  const h = connectionHarness({ configure: (c) => { c.maxConnectSize = 1024; } });
+  const big = Buffer.from(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId: 'big', keepalive: 30, username: 'u', password: Buffer.alloc(2000) } as never));
+  h.client.write(big);
+  await h.settle();
+  const e = await closed(h);
+  t.equal(e.reason, 'protocol_error');
+  t.match(e.detail, /MLP_FRAME_TOO_LARGE: frame of \d+ bytes exceeds the limit of 1024/);
+  t.equal(h.toBroker().length, 0, 'nothing reached the broker');
+
+  const ok = await session(4, 60, { configure: (c) => { c.maxConnectSize = 1024; } });
+  ok.client.write(publish(5000));
+  await ok.settle();
+  t.ok(ok.conn.isOpen, 'a 5 kB PUBLISH after the CONNECT passes');
+  t.ok(ok.toBroker().length > 5000);
 });

@@ -285,11 +285,14 @@ for (const set of SETS) {
       if (mode === 'standalone') t.equal(formatHostPort(config.upstream), values.proxy?.upstream);
       else {
         const conf = mosquittoConf(objects, pod);
-        const listener = /^listener (\d+) (\S+)$/m.exec(conf);
+        // With proxyProtocol.upstream v2 the proxy uses the second listener (enable_proxy_protocol 2).
+        const pp = (config as { proxyProtocol?: { upstream?: string } }).proxyProtocol?.upstream === 'v2';
+        const listeners = [...conf.matchAll(/^listener (\d+) (\S+)$/gm)];
+        const listener = pp ? /^listener (\d+) (\S+)\nenable_proxy_protocol 2$/m.exec(conf) : listeners[0];
         t.ok(listener, 'mosquitto.conf has a listener');
-        t.equal(listener?.[2], '127.0.0.1', 'Mosquitto listens on loopback only');
+        t.ok(listeners.every((l) => l[2] === '127.0.0.1'), 'Mosquitto listens on loopback only');
         t.equal(formatHostPort(config.upstream), `127.0.0.1:${listener?.[1]}`, 'the proxy forwards to that listener');
-        t.equal((conf.match(/^listener /gm) ?? []).length, 1, 'one listener');
+        t.equal(listeners.length, pp ? 2 : 1, pp ? 'two listeners: plain (probes) and PROXY (the proxy)' : 'one listener');
         if (values.broker?.auth?.enabled) {
           t.match(conf, /^allow_anonymous false$/m);
           t.match(conf, /^password_file \/mosquitto\/auth\//m);
@@ -332,7 +335,7 @@ for (const set of SETS) {
         for (const p of svc.spec.ports) t.ok(podPorts.has(p.targetPort), `${svc.metadata.name}:${p.name} -> ${p.targetPort} is a proxy port`);
       }
       const mqtt = findObject(objects, 'Service', (o) => o.metadata.labels?.['app.kubernetes.io/component'] === 'mqtt') as (typeof services)[number];
-      t.ok(mqtt.spec.ports.every((p) => p.targetPort === 'mqtt' || p.targetPort === 'mqtts'), 'the MQTT Service exposes only MQTT');
+      t.ok(mqtt.spec.ports.every((p) => ['mqtt', 'mqtts', 'ws'].includes(p.targetPort)), 'the MQTT Service exposes only MQTT (TCP, TLS, WebSocket)');
       const metrics = findObject(objects, 'Service', (o) => o.metadata.labels?.['app.kubernetes.io/component'] === 'metrics') as (typeof services)[number];
       t.same(metrics.spec.ports.map((p) => p.targetPort), ['admin']);
       t.equal((metrics.spec as { type?: string }).type, 'ClusterIP', 'the admin port stays inside the cluster');
@@ -414,10 +417,27 @@ t.test('values that must be refused', async (t) => {
 t.test('every ci values file is schema-valid and exercised', async (t) => {
   // Each toggle of values.yaml that changes the objects is turned on in some ci file.
   const all = CI_FILES.map((f) => readFileSync(path.join(CI_DIR, f), 'utf8')).join('\n');
-  for (const needle of ['mode: standalone', 'nativeSidecar: true', 'persistence:', 'auth:', 'existingSecret:', 'tls:', 'serviceMonitor:', 'prometheusRule:', 'grafanaDashboard:', 'networkPolicy:', 'egress:', 'livenessProbe:', 'minAvailable:', 'create: false', 'tests:', 'digest:', 'LoadBalancer', 'NodePort', 'imageRegistry:', 'envFrom:', 'extraVolumes:', 'extraVolumeMounts:', 'adminTokenKey:']) {
+  for (const needle of ['mode: standalone', 'nativeSidecar: true', 'persistence:', 'auth:', 'existingSecret:', 'tls:', 'serviceMonitor:', 'prometheusRule:', 'grafanaDashboard:', 'networkPolicy:', 'egress:', 'livenessProbe:', 'minAvailable:', 'create: false', 'tests:', 'digest:', 'LoadBalancer', 'NodePort', 'imageRegistry:', 'envFrom:', 'extraVolumes:', 'extraVolumeMounts:', 'adminTokenKey:', 'websocket:', 'proxyProtocol:', 'wsPort:']) {
     t.ok(all.includes(needle), `a ci values file sets ${needle}`);
   }
   t.ok(CI_FILES.includes('default-values.yaml'));
+});
+
+t.test('WebSocket port and PROXY out: container and Service ports, mosquitto.conf, the proxy\'s upstream', async (t) => {
+  const off = helm(templateArgs({}));
+  t.notMatch(off.stdout, /name: ws\b/, 'no ws port by default');
+  t.notMatch(off.stdout, /enable_proxy_protocol/, 'no PROXY listener by default');
+  const on = helm(templateArgs({ set: ['proxy.websocket.enabled=true', 'proxy.config.proxyProtocol.upstream=v2'] }));
+  t.equal(on.status, 0, on.stderr);
+  t.match(on.stdout, /- name: ws\n\s+containerPort: 8080/, 'container port ws 8080');
+  t.match(on.stdout, /- name: ws\n\s+port: 8080\n\s+targetPort: ws/, 'Service port ws -> ws');
+  t.match(on.stdout, /listener 1885 127\.0\.0\.1\n\s*enable_proxy_protocol 2/, 'a second Mosquitto listener with enable_proxy_protocol 2');
+  t.match(on.stdout, /listener 1884 127\.0\.0\.1/, 'the plain loopback listener stays (probes)');
+  t.match(on.stdout, /upstream: 127\.0\.0\.1:1885/, 'the proxy connects to the PROXY listener');
+  t.match(on.stdout, /websocket:\n\s+listen: 0\.0\.0\.0:8080\n\s+path: \/mqtt\n\s+tls: false/, 'websocket section of the proxy config');
+  const wss = helm(templateArgs({ set: ['proxy.websocket.enabled=true', 'proxy.websocket.tls=true'] }));
+  t.not(wss.status, 0);
+  t.match(wss.stderr, /websocket\.tls \(wss\) needs proxy\.tls\.enabled/);
 });
 
 t.test('the checksums are sha256 sums of content, not constants', async (t) => {

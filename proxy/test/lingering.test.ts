@@ -55,8 +55,8 @@ t.test('half-closed: the broker closed, the client never finishes its side: both
   t.equal(proxy.app.proxy.connections.size, 0, 'nothing left open in the proxy');
 });
 
-t.test('refused (broker unreachable), the client never reads nor closes: the socket is cut 2 s after the CONNACK', async (t) => {
-  const proxy = await startProxy(closedPort(), { probes: { enabled: false } });
+t.test('refused (broker unreachable, brokerUnreachable connack), the client never reads nor closes: the socket is cut 2 s after the CONNACK', async (t) => {
+  const proxy = await startProxy(closedPort(), { probes: { enabled: false }, brokerUnreachable: 'connack' });
   t.teardown(() => proxy.stop());
   const client = await stubbornClient(proxy.port);
   t.teardown(() => { client.socket.destroy(); });

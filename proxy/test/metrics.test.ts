@@ -64,11 +64,15 @@ t.test('every contract series exists from the start, at zero', async (t) => {
     'mqtt_liveness_event_deliveries_total{outcome="failure"}',
     'mqtt_liveness_broker_probe_rtt_seconds_count{probe="publish"}',
     'mqtt_liveness_broker_probe_failures_total{probe="ping",reason="timeout"}',
+    'mqtt_liveness_connections_open{transport="wss"}',
+    'mqtt_liveness_connections_accepted_total{transport="ws"}',
+    'mqtt_liveness_listener_refusals_total{transport="tcp",reason="proxy_header"}',
+    'mqtt_liveness_listener_refusals_total{transport="ws",reason="bad_path"}',
   ]) {
     t.equal(value(samples, key), 0, key);
   }
   for (const key of [
-    'mqtt_liveness_connections_open', 'mqtt_liveness_connections_accepted_total', 'mqtt_liveness_injected_pingreqs_total',
+    'mqtt_liveness_connections_open{transport="tcp"}', 'mqtt_liveness_connections_accepted_total{transport="tcp"}', 'mqtt_liveness_injected_pingreqs_total',
     'mqtt_liveness_swallowed_pingresps_total', 'mqtt_liveness_events_dropped_total', 'mqtt_liveness_event_queue_length', 'mqtt_liveness_broker_up',
   ]) {
     t.ok(samples.has(key), key);
@@ -139,7 +143,7 @@ t.test('a clean disconnect, traffic counters, a malformed frame', async (t) => {
   t.equal(delta('mqtt_liveness_disconnects_total{reason="client_disconnect"}'), 1, 'client_disconnect counted');
   t.equal(delta('mqtt_liveness_disconnects_total{reason="protocol_error"}'), 1, 'protocol_error counted');
   t.equal(delta('mqtt_liveness_frame_errors_total{kind="malformed_length"}'), 1, 'malformed_length counted');
-  t.equal(delta('mqtt_liveness_connections_accepted_total'), 2, 'two connections accepted');
+  t.equal(delta('mqtt_liveness_connections_accepted_total{transport="tcp"}'), 2, 'two connections accepted');
   t.equal(delta('mqtt_liveness_forwarded_packets_total{direction="to_broker",type="connect"}'), 1);
   t.equal(delta('mqtt_liveness_forwarded_packets_total{direction="to_broker",type="subscribe"}'), 1);
   t.equal(delta('mqtt_liveness_forwarded_packets_total{direction="to_broker",type="publish"}'), 1);
@@ -154,9 +158,9 @@ t.test('a clean disconnect, traffic counters, a malformed frame', async (t) => {
 
   const open = await eventually('connections_open back at 0', async () => {
     const s = (await scrape(proxy.adminUrl)).samples;
-    return value(s, 'mqtt_liveness_connections_open') === 0 ? s : undefined;
+    return value(s, 'mqtt_liveness_connections_open{transport="tcp"}') === 0 ? s : undefined;
   });
-  t.equal(value(open, 'mqtt_liveness_connections_open'), 0, 'no connection left open');
+  t.equal(value(open, 'mqtt_liveness_connections_open{transport="tcp"}'), 0, 'no connection left open');
 });
 
 t.test('promtool check metrics accepts the mqtt_liveness_ series', async (t) => {

@@ -130,7 +130,7 @@ t.test('close classification', async (t) => {
   t.equal(clientFinReason(false), 'client_close');
   const expected: Record<string, number> = {
     keepalive_timeout: 0x8d, tcp_keepalive: 0x8d, tcp_user_timeout: 0x8d, send_stall: 0x8d,
-    shutdown: 0x8b, broker_unresponsive: 0x88, broker_down: 0x88,
+    shutdown: 0x8b, broker_unresponsive: 0x89, broker_down: 0x89,
   };
   for (const reason of REASONS) t.equal(clientDisconnectFor(reason), expected[reason] ?? NO_DISCONNECT, `${reason} -> client`);
   t.equal(frameErrorDisconnect('MLP_FRAME_TOO_LARGE'), 0x95);

@@ -150,7 +150,7 @@ t.test('half-close: a client FIN reaches the broker after everything before it',
   t.equal(c.received[0], 0x20, 'the CONNACK reached the half-closed client before the close');
 });
 
-t.test('a broker that dies: MQTT 5 clients get DISCONNECT 0x88; a broker that closes one connection: passed on untouched', async (t) => {
+t.test('a broker that dies: MQTT 5 clients get DISCONNECT 0x89; a broker that closes one connection: passed on untouched', async (t) => {
   const own = await startMosquitto();
   const p = await startProxy(own.port);
   t.teardown(async () => { await p.stop(); await own.stop(); });
@@ -171,7 +171,7 @@ t.test('a broker that dies: MQTT 5 clients get DISCONNECT 0x88; a broker that cl
   await v5.waitForBytes(5);
   own.proc.kill('SIGKILL');
   await v5.waitForClose();
-  t.same([...v5.received.subarray(-3)], [0xe0, 0x01, 0x88], 'broker death: DISCONNECT 0x88 (server unavailable)');
+  t.same([...v5.received.subarray(-3)], [0xe0, 0x01, 0x89], 'broker death: DISCONNECT 0x89 (server busy)');
   const end = await p.nextClose((e) => e.clientId === 'orphan');
   t.equal(end.reason, 'broker_close');
 });

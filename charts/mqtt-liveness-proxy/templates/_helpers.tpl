@@ -81,7 +81,7 @@ app.kubernetes.io/part-of: mqtt-liveness-proxy
 {{- $_ := set $c "admin" (printf "0.0.0.0:%d" (int .Values.proxy.ports.admin)) -}}
 {{- $_ := set $c "broker" "none" -}}
 {{- if eq .Values.mode "broker" -}}
-{{- $_ := set $c "upstream" (printf "127.0.0.1:%d" (int .Values.broker.port)) -}}
+{{- $_ := set $c "upstream" (printf "127.0.0.1:%d" (int (include "mlp.brokerUpstreamPort" .))) -}}
 {{- else -}}
 {{- $_ := set $c "upstream" (required "mode standalone needs proxy.upstream (HOST:PORT of the broker)" .Values.proxy.upstream) -}}
 {{- end -}}
@@ -91,6 +91,12 @@ app.kubernetes.io/part-of: mqtt-liveness-proxy
 {{- $_ := set $tls "ca" (printf "/etc/mqtt-liveness-proxy/tls/%s" .Values.proxy.tls.caKey) -}}
 {{- end -}}
 {{- $_ := set $c "tls" $tls -}}
+{{- end -}}
+{{- if .Values.proxy.websocket.enabled -}}
+{{- if and .Values.proxy.websocket.tls (not .Values.proxy.tls.enabled) -}}
+{{- fail "proxy.websocket.tls (wss) needs proxy.tls.enabled (the certificate)" -}}
+{{- end -}}
+{{- $_ := set $c "websocket" (dict "listen" (printf "0.0.0.0:%d" (int .Values.proxy.websocket.port)) "path" .Values.proxy.websocket.path "tls" .Values.proxy.websocket.tls) -}}
 {{- end -}}
 {{- range $k, $v := deepCopy $c -}}
 {{- if and (or (kindIs "map" $v) (kindIs "slice" $v)) (empty $v) -}}
@@ -139,12 +145,30 @@ file within about a minute, so changing it restarts nothing, not the broker.
 {{- if or $c.adminToken $probes.password }}true{{ end -}}
 {{- end -}}
 
+{{/* "true" when the proxy sends PROXY v2 headers to the broker. */}}
+{{- define "mlp.proxyProtocolUpstream" -}}
+{{- $pp := (.Values.proxy.config | default dict).proxyProtocol | default dict -}}
+{{- if eq (toString ($pp.upstream | default "off")) "v2" }}true{{ end -}}
+{{- end -}}
+
+{{/* The broker port the proxy connects to in broker mode: the PROXY listener when upstream is v2. */}}
+{{- define "mlp.brokerUpstreamPort" -}}
+{{- if include "mlp.proxyProtocolUpstream" . -}}{{ int .Values.broker.proxyProtocolPort }}{{- else -}}{{ int .Values.broker.port }}{{- end -}}
+{{- end -}}
+
 {{/* mosquitto.conf */}}
 {{- define "mlp.mosquittoConf" -}}
 # Mosquitto behind mqtt-liveness-proxy (rendered by the chart).
 # Loopback only: clients cannot bypass the proxy.
 per_listener_settings false
 listener {{ int .Values.broker.port }} 127.0.0.1
+{{- if include "mlp.proxyProtocolUpstream" . }}
+# The proxy's connections carry a PROXY v2 header with the client's address
+# (proxyProtocol.upstream: v2; Mosquitto >= 2.1). The listener above stays
+# without it for the probes.
+listener {{ int .Values.broker.proxyProtocolPort }} 127.0.0.1
+enable_proxy_protocol 2
+{{- end }}
 # Without it, small packets wait for Nagle's algorithm (40 ms stalls, BENCHMARKS.md).
 set_tcp_nodelay true
 {{- if .Values.broker.auth.enabled }}

@@ -37,6 +37,11 @@
       containerPort: {{ int $v.proxy.tls.port }}
       protocol: TCP
     {{- end }}
+    {{- if $v.proxy.websocket.enabled }}
+    - name: ws
+      containerPort: {{ int $v.proxy.websocket.port }}
+      protocol: TCP
+    {{- end }}
     - name: admin
       containerPort: {{ int $v.proxy.ports.admin }}
       protocol: TCP

@@ -13,6 +13,7 @@ export const RESTART_ONLY: readonly string[] = [
   'listen',
   'admin',
   'tls.listen',
+  'websocket',
   'upstream',
   'broker',
   'mosquittoConfig',
@@ -30,7 +31,7 @@ export const RESTART_ONLY: readonly string[] = [
 ];
 
 /** Listener addresses: moving them needs a restart. */
-export const LISTENER_KEYS: readonly string[] = ['listen', 'admin', 'tls.listen'];
+export const LISTENER_KEYS: readonly string[] = ['listen', 'admin', 'tls.listen', 'websocket.listen'];
 
 export interface ReloadPlan {
   /** The configuration to run: the new one, with the running values of restart-only keys. */

@@ -6,6 +6,7 @@
  * (fractions allowed), sizes in bytes.
  */
 import { z } from 'zod';
+import { TrustedSources } from '../listeners/trusted-sources.ts';
 
 export interface HostPort {
   host: string;
@@ -95,6 +96,8 @@ export const configSchema = z.strictObject({
   logLevel: choice(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], 'info', 'Log level of the JSON log on stdout.'),
   connectTimeout: seconds(0.1, 10, 'Seconds a new connection has to send its CONNECT.'),
   maxPacketSize: whole(64, 268_435_460, 16 * 1024 * 1024, 'Largest frame a client may send, in bytes (16 MiB; MQTT allows 256 MiB). Larger frames close the connection before they are buffered.'),
+  maxConnectSize: whole(64, 268_435_460, 64 * 1024, 'Largest CONNECT a client may send, in bytes (64 KiB). The CONNECT is held until it is read whole, so this bounds what a client that never finishes costs; a larger one closes the connection (protocol_error).'),
+  brokerUnreachable: choice(['close', 'connack'], 'close', 'When the broker cannot be reached: close the client connection without a CONNACK (clients retry), or answer CONNACK 3 / 0x88 (mqtt.js and mosquitto_sub then stop retrying; docs/listeners.md).'),
   shutdownGrace: seconds(0, 10, 'Seconds given to connections to close on SIGTERM before they are cut.'),
   keepAlive: keepAliveSchema.prefault({}).meta(doc('Keep-alive policy for every client (rules can override it).')),
   rules: z.array(ruleSchema).default([]).meta(doc('List of `{match: {clientId, username}, keepAlive: {...}}`; globs with * and ?; the first rule that matches wins.')),
@@ -138,9 +141,26 @@ export const configSchema = z.strictObject({
     ca: optionalText('CA file for client certificates.'),
     requestCert: flag(false, 'Require and verify client certificates against `ca`.'),
   }, 'TLS listener beside the plaintext one.'),
+  websocket: section({
+    listen: address().nullable().default(null).meta(doc('MQTT over WebSocket listener address. Unset: no WebSocket listener.')),
+    path: z.string().regex(/^\//, { error: 'expected a path starting with /' }).default('/mqtt').meta(doc('Request path of the WebSocket upgrade (the query string is ignored).')),
+    tls: flag(false, 'Serve wss:// with the `tls.*` certificate (reloaded with it).'),
+  }, 'MQTT over WebSocket listener (ws:// or wss://).'),
+  proxyProtocol: section({
+    trusted: z.array(z.string()).default([]).meta(doc('CIDRs (or addresses) of load balancers whose connections must start with a PROXY v1/v2 header, on every listener; its address is then the client address. Empty: off.')),
+    upstream: choice(['off', 'v2'], 'off', 'Send a PROXY v2 header with the client address (and TLS facts) to the broker first; the broker listener must expect it (Mosquitto >= 2.1 `enable_proxy_protocol 2`).'),
+  }, 'PROXY protocol from load balancers and to the broker.'),
 }).superRefine((config, ctx) => {
   const tls = config.tls;
   if (tls.listen && (!tls.cert || !tls.key)) ctx.addIssue({ code: 'custom', path: ['tls'], message: 'tls.listen needs tls.cert and tls.key' });
+  if (config.websocket.tls && (!tls.cert || !tls.key)) ctx.addIssue({ code: 'custom', path: ['websocket', 'tls'], message: 'websocket.tls needs tls.cert and tls.key' });
+  for (const [i, entry] of config.proxyProtocol.trusted.entries()) {
+    try {
+      new TrustedSources([entry]);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', path: ['proxyProtocol', 'trusted', i], message: (err as Error).message });
+    }
+  }
   if (tls.requestCert && !tls.ca) ctx.addIssue({ code: 'custom', path: ['tls', 'ca'], message: 'requestCert needs a ca file' });
   if (config.probes.timeout >= config.probes.interval) ctx.addIssue({ code: 'custom', path: ['probes', 'timeout'], message: 'must be shorter than probes.interval' });
 });

@@ -12,6 +12,8 @@ export interface ConnectionIdentity {
   username: string | null;
   remoteAddress: string;
   remotePort: number;
+  /** How the client arrived: tcp, tls, ws or wss. */
+  transport: string;
   /** '3.1', '3.1.1' or '5'; null before the CONNECT. */
   protocol: string | null;
   /** Keep-alive the client asked for, seconds. */
@@ -26,6 +28,7 @@ export function identityOf(f: ConnectionFacts): ConnectionIdentity {
     username: f.username,
     remoteAddress: f.remoteAddress,
     remotePort: f.remotePort,
+    transport: f.transport,
     protocol: protocolLabel(f.protocolVersion),
     keepAlive: f.keepAlive,
     effectiveKeepAlive: f.effectiveKeepAlive,

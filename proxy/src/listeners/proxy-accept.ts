@@ -28,6 +28,7 @@ export function readProxyHeader(socket: net.Socket, options: ProxyAcceptOptions)
       clearTimeout(timer);
       socket.off('data', onData);
       socket.off('close', onClose);
+      socket.off('end', onClose);
       socket.off('error', onClose);
       resolve(result);
     };
@@ -44,6 +45,8 @@ export function readProxyHeader(socket: net.Socket, options: ProxyAcceptOptions)
     timer.unref();
     socket.on('data', onData);
     socket.on('close', onClose);
+    // A FIN before the header is complete (listeners with allowHalfOpen never see 'close' for it).
+    socket.on('end', onClose);
     socket.on('error', onClose);
   });
 }

@@ -6,8 +6,9 @@
  * keep-alive, TCP_USER_TIMEOUT and TCP_INFO. The relay's framer is stream based,
  * so MQTT packets split across or packed within WebSocket messages need nothing here.
  *
- * Order of work per connection, cheapest refusal first: admit(socket) on the raw
- * TCP socket (limits) -> PROXY header when the peer is trusted -> TLS handshake
+ * Order of work per connection, cheapest refusal first: PROXY header when the
+ * peer is trusted -> admit() on the raw TCP socket (limits, by the client's
+ * address) -> TLS handshake
  * (wss) -> HTTP upgrade request: path, subprotocol -> WebSocket. A handshake
  * deadline covers everything up to the upgrade.
  *
@@ -38,6 +39,7 @@ import type { ProxyHeader } from './proxy-protocol.ts';
 import type { TrustedSources } from './trusted-sources.ts';
 import type { AcceptedTransport } from './transport.ts';
 import { WebSocketDuplex } from './websocket-stream.ts';
+import { rawOf } from './raw-socket.ts';
 
 export const MQTT_SUBPROTOCOLS = ['mqtt', 'mqttv3.1'] as const;
 
@@ -59,12 +61,12 @@ export interface WebSocketListenerOptions {
   path?: string;
   /** wss when set: the tls.* key/cert (and ca/requestCert) as server options. */
   tls?: tls.SecureContextOptions & tls.TlsOptions;
-  /** Admission limits on the raw TCP socket, before any PROXY/TLS/HTTP work; false: destroyed. */
-  admit?: (socket: net.Socket) => boolean;
+  /** Admission limits on the raw TCP socket (after a trusted PROXY header, with its address), before TLS/HTTP work; false: destroyed. */
+  admit?: (socket: net.Socket, remoteAddress: string) => boolean;
   /** Each upgraded WebSocket, as a transport for ProxyServer.open(). */
   onClient: (client: AcceptedTransport) => void;
   /** Each refused connection, for a counted and logged reason. */
-  onRefused?: (reason: WebSocketRefusal, peer: string, detail?: string) => void;
+  onRefused?: (reason: WebSocketRefusal, peer: string, detail?: string, socket?: net.Socket) => void;
   /** Peers that must start with a PROXY header (proxyProtocol.trusted). */
   trusted?: TrustedSources;
   /** Accept to finished upgrade, ms. Default 10 000. */
@@ -146,27 +148,29 @@ export class WebSocketListener {
 
   private async accept(socket: net.Socket): Promise<void> {
     socket.on('error', () => {}); // refusals and resets are reported through onRefused/close
-    if (this.options.admit && !this.options.admit(socket)) {
-      this.refused('admission', socket);
-      socket.destroy();
-      return;
-    }
+    const timeoutMs = this.options.handshakeTimeoutMs ?? 10_000;
     const deadline = setTimeout(() => {
       this.refused('handshake_timeout', socket);
       socket.destroy();
-    }, this.options.handshakeTimeoutMs ?? 10_000);
+    }, timeoutMs);
     deadline.unref();
     socket.once('close', () => clearTimeout(deadline));
     (socket as SocketWithDeadline)[DEADLINE] = deadline;
     let header: ProxyHeader | null = null;
     if (this.options.trusted?.has(socket.remoteAddress)) {
-      const result = await readProxyHeader(socket, { timeoutMs: this.options.handshakeTimeoutMs ?? 10_000 });
+      const result = await readProxyHeader(socket, { timeoutMs });
       if (!result.ok) {
         if (result.code !== 'closed') this.refused('proxy_header', socket, result.code);
         socket.destroy();
         return;
       }
       header = result.header;
+    }
+    // Limits count the client's address: the one in a trusted PROXY header, else the peer's.
+    if (this.options.admit && !this.options.admit(socket, effectivePeer(socket, header).remoteAddress)) {
+      this.refused('admission', socket);
+      socket.destroy();
+      return;
     }
     this.pending.set(socket, header);
     this.httpServer.emit('connection', socket);
@@ -218,15 +222,10 @@ export class WebSocketListener {
 
   private refused(reason: WebSocketRefusal, socket: net.Socket, detail?: string): void {
     const peer = `${socket.remoteAddress}:${socket.remotePort}`;
-    this.options.onRefused?.(reason, peer, detail);
+    this.options.onRefused?.(reason, peer, detail, socket);
     this.options.log?.debug({ event: 'websocket_refused', reason, remote: peer, detail }, 'WebSocket connection refused');
   }
 }
 
 const DEADLINE = Symbol('handshakeDeadline');
 type SocketWithDeadline = net.Socket & { [DEADLINE]?: NodeJS.Timeout };
-
-/** The TCP socket under a wss TLSSocket (node sets _parent when wrapping an accepted socket). */
-function rawOf(socket: net.Socket): net.Socket {
-  return (socket as net.Socket & { _parent?: net.Socket })._parent ?? socket;
-}

@@ -7,11 +7,14 @@ const DETECTION_BUCKETS = [0.25, 0.5, 1, 2, 3, 5, 8, 10, 15, 20, 30, 45, 60, 90,
 const ADVANTAGE_BUCKETS = [0, 0.25, 0.5, 1, 2, 3, 5, 8, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1800];
 const KEEPALIVE_BUCKETS = [0, 5, 10, 15, 30, 45, 60, 90, 120, 300, 600, 1200, 3600];
 
+export const TRANSPORT_LABELS = ['tcp', 'tls', 'ws', 'wss'] as const;
+export type TransportLabel = (typeof TRANSPORT_LABELS)[number];
+
 export interface ConnectionCounts {
-  /** Open now. */
-  open(): number;
-  /** Accepted so far (ended + open). */
-  accepted(): number;
+  /** Open now, by transport. */
+  open(): Record<TransportLabel, number>;
+  /** Accepted so far (ended + open), for one transport. */
+  accepted(transport: TransportLabel): number;
 }
 
 export function connectionMetrics(registers: Registry[], counts: ConnectionCounts) {
@@ -38,14 +41,25 @@ export function connectionMetrics(registers: Registry[], counts: ConnectionCount
     }),
     connectionsOpen: new Gauge({
       name: `${P}connections_open`,
-      help: 'Client connections open now.',
+      help: 'Client connections open now, by transport (tcp, tls, ws, wss).',
+      labelNames: ['transport'],
       registers,
       collect() {
-        this.set(counts.open());
+        const open = counts.open();
+        for (const transport of TRANSPORT_LABELS) this.set({ transport }, open[transport]);
       },
     }),
     // Ended + open: a connection leaves the open set in the same tick its close event counts.
-    connectionsAccepted: scrapedCounter({ name: `${P}connections_accepted_total`, help: 'Client connections accepted.', registers }, [{ read: counts.accepted }]),
+    connectionsAccepted: scrapedCounter(
+      { name: `${P}connections_accepted_total`, help: 'Client connections accepted, by transport (tcp, tls, ws, wss).', labelNames: ['transport'], registers },
+      TRANSPORT_LABELS.map((transport) => ({ labels: { transport }, read: () => counts.accepted(transport) })),
+    ),
+    listenerRefusals: new Counter({
+      name: `${P}listener_refusals_total`,
+      help: 'Sockets a listener closed before they became connections: a missing or bad PROXY header, a failed WebSocket upgrade; by transport and reason.',
+      labelNames: ['transport', 'reason'],
+      registers,
+    }),
     connectsRejected: new Counter({
       name: `${P}connects_rejected_total`,
       help: 'CONNECTs refused by the proxy, by reason.',

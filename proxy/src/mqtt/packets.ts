@@ -28,7 +28,10 @@ export const REASON = {
   malformedPacket: 0x81,
   protocolError: 0x82,
   implementationSpecificError: 0x83,
+  /** CONNACK only: not a legal DISCONNECT reason (MQTT 5.0 §3.14.2.1). */
   serverUnavailable: 0x88,
+  /** The DISCONNECT the proxy sends when the broker is down, unresponsive or died (docs/metrics.md). */
+  serverBusy: 0x89,
   serverShuttingDown: 0x8b,
   keepAliveTimeout: 0x8d,
   packetTooLarge: 0x95,

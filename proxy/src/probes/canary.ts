@@ -18,11 +18,14 @@ import type { Config, HostPort } from '../config/types.ts';
 import type { Clock } from '../liveness/clock.ts';
 import type { ProxyMetrics } from '../metrics.ts';
 import { PINGREQ_BYTES } from '../mqtt/packets.ts';
+import { encodeProxyV2Local } from '../listeners/proxy-protocol-out.ts';
 import { ProbeState, type BrokerState, type Readiness } from './probe-state.ts';
 
 export interface CanaryOptions {
   probes: Config['probes'];
   upstream: HostPort;
+  /** proxyProtocol.upstream v2: the broker listener expects a PROXY header, so the canary sends LOCAL (its own connection). */
+  proxyProtocolLocal?: boolean;
   clock: Clock;
   log: Logger;
   metrics?: ProxyMetrics | null;
@@ -127,6 +130,7 @@ export class Canary {
     const { host, port } = this.options.upstream;
     const socket = net.connect({ host, port, noDelay: true });
     this.socket = socket;
+    if (this.options.proxyProtocolLocal) socket.write(encodeProxyV2Local());
     const v = this.protocolVersion;
     const parser = mqttPacket.parser({ protocolVersion: v });
     let lastError: string | null = null;

@@ -30,11 +30,17 @@ export function clientFinReason(sentDisconnect: boolean): Reason {
   return sentDisconnect ? 'client_disconnect' : 'client_close';
 }
 
+/** The broker side ended: a clean end when the client's DISCONNECT came first (the broker closes after it). */
+export function brokerEndReason(clientSentDisconnect: boolean): Reason {
+  return clientSentDisconnect ? 'client_disconnect' : 'broker_close';
+}
+
 /** The MQTT 5 DISCONNECT reason a client is sent when the proxy ends its connection for `reason`, or NO_DISCONNECT. */
 export function clientDisconnectFor(reason: Reason): number {
   if (isLivenessReason(reason)) return REASON.keepAliveTimeout;
   if (reason === 'shutdown') return REASON.serverShuttingDown;
-  if (reason === 'broker_unresponsive' || reason === 'broker_down') return REASON.serverUnavailable;
+  // 0x89, not 0x88: 0x88 exists only for CONNACK, and mqtt.js raises "Invalid disconnect reason code" for it.
+  if (reason === 'broker_unresponsive' || reason === 'broker_down') return REASON.serverBusy;
   return NO_DISCONNECT;
 }
 

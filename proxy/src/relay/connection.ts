@@ -30,7 +30,7 @@ import type { ClientTransport } from './transport.ts';
 import { brokerUnreachableConnack, handleConnack, handleConnect } from './handshake.ts';
 import { PingLedger } from './ping-ledger.ts';
 import { AckWatch } from './ack-watch.ts';
-import { NO_DISCONNECT, clientDisconnectFor, clientErrorReason, clientFinReason, frameErrorDisconnect, tellBrokerWill } from './close-reason.ts';
+import { NO_DISCONNECT, brokerEndReason, clientDisconnectFor, clientErrorReason, clientFinReason, frameErrorDisconnect, tellBrokerWill } from './close-reason.ts';
 
 export type { ConnectionContext } from './connection-context.ts';
 
@@ -118,7 +118,8 @@ export class Connection {
     this.deadlines = newDeadlineState(now, cfg.connectTimeout * 1000, cfg.tcp.sendTimeout * 1000);
     this.acks = new AckWatch(cfg.tcp.keepAlive && cfg.tcp.userTimeout > 0 ? cfg.tcp.userTimeout * 1000 : 0);
 
-    this.toBroker = new Framer(this.clientSide, cfg.maxPacketSize);
+    // The held CONNECT has its own, smaller limit (maxConnectSize); maxPacketSize applies after it.
+    this.toBroker = new Framer(this.clientSide, Math.min(cfg.maxConnectSize, cfg.maxPacketSize));
     this.toClient = new Framer(this.brokerSide, PROTOCOL_MAX_FRAME);
     // Type 15 is AUTH in MQTT 5 but reserved before it; allowed once the CONNECT says v5.
     this.toBroker.reservedTypes = (1 << 0) | (1 << 15);
@@ -218,6 +219,7 @@ export class Connection {
     const out = handleConnect(frame, ctx.config, ctx.rules);
     const info = (this.connect = out.info);
     this.deadlines.connectDeadline = Infinity;
+    this.toBroker.maxFrameSize = ctx.config.maxPacketSize;
     if (out.action === 'forward' && out.unreadable) {
       // The broker judges a CONNECT we cannot read; pass it on unchanged.
       this.forwarded();
@@ -240,7 +242,7 @@ export class Connection {
     d.probeTimeoutMs = out.probeTimeoutMs;
     if (this.upstreamState === 'failed') {
       this.state = 'refused';
-      this.refuse(brokerUnreachableConnack(info.protocolVersion), 'broker_unreachable', 'upstream connection failed');
+      this.refuse(this.unreachableAnswer(info.protocolVersion), 'broker_unreachable', 'upstream connection failed');
       return null;
     }
     ctx.events.emit('connect', { ...this.facts(), clamped: out.clamped, rejected: null });
@@ -353,13 +355,13 @@ export class Connection {
     this.fins |= BROKER;
     this.lingerThenCut();
     if (this.reason === null && !(this.fins & CLIENT)) {
-      this.setReason('broker_close', this.detail);
-      if (this.connack5() && !(this.disconnects & BROKER)) {
+      this.setReason(brokerEndReason((this.disconnects & CLIENT) !== 0), this.detail);
+      if (this.connack5() && !(this.disconnects & (BROKER | CLIENT))) {
         // Closed without a DISCONNECT: did the broker die, or close this one connection?
         void this.ctx.brokerAccepting().then((alive) => {
           if (!alive && this.toClient.atBoundary && !this.client.destroyed) {
-            // It died: an MQTT 5 client is told "server unavailable" so it reconnects at once.
-            this.client.write(disconnectV5(REASON.serverUnavailable));
+            // It died: an MQTT 5 client is told "server busy" (0x89) so it reconnects at once.
+            this.client.write(disconnectV5(REASON.serverBusy));
           }
           this.client.end();
         });
@@ -393,18 +395,20 @@ export class Connection {
     const detail = err.code ?? err.message;
     if (this.upstreamState !== 'connected') {
       this.upstreamState = 'failed';
-      // Without the CONNECT yet, wait for it to learn the protocol version, then refuse.
-      if (this.connect) this.refuse(brokerUnreachableConnack(this.connect.protocolVersion), 'broker_unreachable', detail);
+      // brokerUnreachable close: at once, without a CONNACK. connack: without the CONNECT
+      // yet, wait for it to learn the protocol version, then refuse.
+      if (this.ctx.config.brokerUnreachable === 'close') this.refuse(null, 'broker_unreachable', detail);
+      else if (this.connect) this.refuse(brokerUnreachableConnack(this.connect.protocolVersion), 'broker_unreachable', detail);
       return;
     }
-    if (!this.connack5()) {
-      this.end('broker_close', detail);
+    if (!this.connack5() || this.disconnects & CLIENT) {
+      this.end(brokerEndReason((this.disconnects & CLIENT) !== 0), detail);
       return;
     }
     this.checkingBroker = true;
     void this.ctx.brokerAccepting().then((alive) => {
       this.checkingBroker = false;
-      if (!alive) this.clientDisconnectReason = REASON.serverUnavailable;
+      if (!alive) this.clientDisconnectReason = REASON.serverBusy;
       this.end('broker_close', detail);
     });
   }
@@ -419,7 +423,7 @@ export class Connection {
       } else if (this.upstream.destroyed && !this.client.destroyed && !this.checkingBroker && !failed) {
         // (An upstream that never connected is no broker_close: the CONNECT, when it
         // comes, is refused with "server unavailable", else connect_timeout ends it.)
-        if (this.reason === null) this.setReason('broker_close', this.detail);
+        if (this.reason === null) this.setReason(brokerEndReason((this.disconnects & CLIENT) !== 0), this.detail);
         if (!(this.fins & BROKER)) this.client.destroy();
       }
       return;
@@ -485,12 +489,18 @@ export class Connection {
     this.end('protocol_error', detail);
   }
 
-  /** Answer the CONNECT ourselves and close. */
-  private refuse(connack: Buffer, reason: Reason, detail: string): void {
+  /** What a client is told when the broker cannot be reached (config brokerUnreachable): a refusing CONNACK, or nothing. */
+  private unreachableAnswer(protocolVersion: number): Buffer | null {
+    return this.ctx.config.brokerUnreachable === 'connack' ? brokerUnreachableConnack(protocolVersion) : null;
+  }
+
+  /** Answer the CONNECT ourselves (or, connack null, close without an answer). */
+  private refuse(connack: Buffer | null, reason: Reason, detail: string): void {
     if (this.reason !== null) return;
     this.setReason(reason, detail);
     this.upstream.destroy();
-    this.client.end(connack);
+    if (connack) this.client.end(connack);
+    else this.client.end();
     this.clearTimer();
     // A client that never reads its CONNACK must not hold the stream.
     this.cutLater(REFUSAL_MS);

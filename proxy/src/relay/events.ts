@@ -53,16 +53,28 @@ export interface RejectEvent {
   reason: LimitReason;
   remoteAddress: string;
   remotePort: number;
-  /** Which listener accepted it. */
-  listener: 'mqtt' | 'mqtts';
+  /** Which listener accepted it (mqtt: plain TCP, mqtts: TLS, ws, wss). */
+  listener: 'mqtt' | 'mqtts' | 'ws' | 'wss';
+  transport: TransportKind;
   /** Wall-clock ms. */
   at: number;
+}
+
+/** A socket a listener closed before it became a connection: a bad PROXY header, a failed WebSocket upgrade. */
+export interface RefusedEvent {
+  transport: TransportKind;
+  /** proxy_header, or a WebSocket refusal (listeners/websocket.ts). */
+  reason: string;
+  remoteAddress: string;
+  remotePort: number;
+  detail: string | null;
 }
 
 export interface ProxyEventMap {
   connect: [ConnectEvent];
   close: [CloseEvent];
   reject: [RejectEvent];
+  refused: [RefusedEvent];
   frameError: [{ kind: string; code: string; direction: 'to_broker' | 'to_client' }];
 }
 

@@ -15,8 +15,14 @@ import { ProxyEvents } from './events.ts';
 import { Admission, sourceOf, type LimitReason, type Ticket } from './limits.ts';
 import { RefusalLog } from './refusal-log.ts';
 import { TrafficStats } from './stats.ts';
-import { socketTransport, type ClientTransport } from './transport.ts';
+import type { ClientTransport, TransportKind } from './transport.ts';
 import { upstreamAccepting } from './upstream-check.ts';
+import { effectivePeer, readProxyHeader } from '../listeners/proxy-accept.ts';
+import type { ProxyHeader } from '../listeners/proxy-protocol.ts';
+import { TrustedSources } from '../listeners/trusted-sources.ts';
+import { upstreamProxyHeader } from '../listeners/upstream-header.ts';
+import { fdSocketOf, rawOf } from '../listeners/raw-socket.ts';
+import type tls from 'node:tls';
 
 export interface ProxyServerOptions {
   config: Config;
@@ -35,8 +41,12 @@ export class ProxyServer {
   /** Admission limits (config limits.*), checked before a socket costs anything. */
   readonly admission: Admission;
   private readonly refusals: RefusalLog;
-  /** Admitted client sockets not yet closed (TLS ones from before their handshake). */
+  /** Accepted client sockets that are not (yet) a Connection: reading a PROXY header, in a TLS or WebSocket handshake. */
   private readonly sockets = new Set<net.Socket>();
+  /** Peers that must start with a PROXY header (proxyProtocol.trusted). */
+  trusted: TrustedSources;
+  /** The PROXY header each trusted socket started with, until it becomes a Connection. */
+  private readonly headers = new WeakMap<net.Socket, ProxyHeader>();
   accepting = false;
 
   constructor(private readonly options: ProxyServerOptions) {
@@ -49,13 +59,19 @@ export class ProxyServer {
       log,
       stats: this.stats,
       events: this.events,
-      connectUpstream: () => net.connect({ host: this.upstream.host, port: this.upstream.port, allowHalfOpen: true, noDelay: true }),
+      connectUpstream: (conn) => {
+        const socket = net.connect({ host: this.upstream.host, port: this.upstream.port, allowHalfOpen: true, noDelay: true });
+        // proxyProtocol.upstream v2: the header goes first (queued until connected), before the CONNECT.
+        if (this.ctx.config.proxyProtocol.upstream === 'v2') socket.write(upstreamProxyHeader(conn.transport));
+        return socket;
+      },
       brokerAccepting: () => upstreamAccepting(this.upstream),
       applyTcpLiveness: (socket) => this.applyTcp(socket),
       readAckState: (transport) => (transport.tcpSocket ? tcpAckState(transport.tcpSocket) : null),
       onClosed: (conn) => this.connections.delete(conn),
     };
     this.admission = new Admission(config.limits, this.ctx.clock);
+    this.trusted = new TrustedSources(config.proxyProtocol.trusted);
     this.refusals = new RefusalLog(log, this.ctx.clock);
     this.events.on('close', (e) => {
       log.info(
@@ -75,6 +91,7 @@ export class ProxyServer {
     this.ctx.rules = compileRules(config.keepAlive, config.rules);
     this.upstream = config.upstream;
     this.admission.setConfig(config.limits);
+    this.trusted = new TrustedSources(config.proxyProtocol.trusted);
   }
 
   private applyTcp(socket: net.Socket): void {
@@ -92,38 +109,99 @@ export class ProxyServer {
     }
   }
 
-  /** Handle a socket accepted by the plaintext listener: admission, then the relay. */
+  /** Handle a socket accepted by the plaintext listener: PROXY header, admission, then the relay. */
   readonly accept = (socket: net.Socket): void => {
-    if (this.admit(socket, 'mqtt')) this.open(socketTransport(socket, 'tcp'));
+    this.gate(socket, 'tcp', () => {
+      this.open(this.transportOf(socket, 'tcp'));
+      // A socket paused by readProxyHeader stays paused when the relay adds its 'data' listener.
+      socket.resume();
+    });
   };
 
   /**
-   * Admission of a socket a listener just accepted (the TLS listener asks
-   * before the handshake). Refused: the socket is closed at once, before any
-   * upstream connection, counted (event `reject`) and logged (rate-limited).
-   * Admitted: its slot is freed when the socket closes.
+   * The first steps of every accepted TCP socket, whatever the listener: a
+   * trusted peer (proxyProtocol.trusted) must start with a PROXY header (else
+   * the socket is closed, counted and logged); then admission by the client's
+   * address. `next` runs for an admitted socket (at once when no header is read).
    */
-  admit(socket: net.Socket, listener: 'mqtt' | 'mqtts'): Ticket | null {
+  gate(socket: net.Socket, transport: TransportKind, next: () => void): void {
+    if (!this.accepting) {
+      socket.destroy();
+      return;
+    }
+    if (!this.trusted.has(socket.remoteAddress)) {
+      if (this.admit(socket, transport)) next();
+      return;
+    }
+    this.track(socket);
+    socket.on('error', () => {}); // a reset while reading the header: closed, nothing to report
+    void readProxyHeader(socket, { timeoutMs: this.ctx.config.connectTimeout * 1000 }).then((result) => {
+      if (!result.ok) {
+        if (result.code !== 'closed') this.refused(transport, 'proxy_header', socket, result.code, result.message);
+        socket.destroy();
+        return;
+      }
+      this.headers.set(socket, result.header);
+      if (this.admit(socket, transport, effectivePeer(socket, result.header).remoteAddress)) next();
+    });
+  }
+
+  /** A socket refused by a listener before it became a connection (bad PROXY header, failed WebSocket upgrade): counted, logged. */
+  refused(transport: TransportKind, reason: string, peer: { remoteAddress?: string; remotePort?: number }, detail?: string, message?: string): void {
+    const remoteAddress = peer.remoteAddress ?? '';
+    const remotePort = peer.remotePort ?? 0;
+    this.events.emit('refused', { transport, reason, remoteAddress, remotePort, detail: detail ?? null });
+    // Per transport, reason and code (all bounded): a flood of one kind costs one line per window.
+    this.refusals.note(`${transport}:${reason}:${detail ?? ''}`, { source: remoteAddress, remotePort, transport, reason, detail }, `connection refused: ${message ?? reason}`);
+  }
+
+  /** The ClientTransport of an accepted socket (TCP, or TLS once handshaken): the client's address from its PROXY header, if any. */
+  transportOf(stream: net.Socket, transport: 'tcp' | 'tls'): ClientTransport {
+    const raw = rawOf(stream);
+    const header = this.headers.get(raw) ?? null;
+    return {
+      stream,
+      tcpSocket: fdSocketOf(stream),
+      ...effectivePeer(raw, header),
+      transport,
+      tlsSocket: transport === 'tls' ? (stream as tls.TLSSocket) : null,
+      proxyHeader: header,
+    };
+  }
+
+  /**
+   * Admission of a socket a listener just accepted, by the client's address
+   * (the peer's, or the one in its trusted PROXY header). Refused: the socket
+   * is closed at once, before any upstream connection, counted (event
+   * `reject`) and logged (rate-limited). Admitted: its slot is freed when the
+   * socket closes.
+   */
+  admit(socket: net.Socket, transport: TransportKind, remoteAddress = socket.remoteAddress): Ticket | null {
     if (!this.accepting) {
       socket.destroy();
       return null;
     }
-    const source = sourceOf(socket.remoteAddress);
+    const source = sourceOf(remoteAddress);
     const result = this.admission.admit(source);
     if (typeof result !== 'string') {
-      this.sockets.add(socket);
-      socket.once('close', () => {
-        this.sockets.delete(socket);
-        result.release();
-      });
+      this.track(socket);
+      socket.once('close', () => result.release());
       return result;
     }
     socket.destroy();
     const remotePort = socket.remotePort ?? 0;
-    this.events.emit('reject', { reason: result, remoteAddress: source, remotePort, listener, at: this.ctx.clock.wallNow() });
+    const listener = transport === 'tcp' ? 'mqtt' : transport === 'tls' ? 'mqtts' : transport;
+    this.events.emit('reject', { reason: result, remoteAddress: source, remotePort, listener, transport, at: this.ctx.clock.wallNow() });
     const [limit, value] = limitOf(result, this.ctx.config.limits);
     this.refusals.note(result, { source, remotePort, listener, [limit]: value }, `connection refused: ${limit} (${value}) reached`);
     return null;
+  }
+
+  /** Until it closes or becomes a Connection, a socket is this server's to cut on shutdown. */
+  private track(socket: net.Socket): void {
+    if (this.sockets.has(socket)) return;
+    this.sockets.add(socket);
+    socket.once('close', () => this.sockets.delete(socket));
   }
 
   /** Start relaying an admitted client (plain, or TLS once its handshake is done). */
@@ -131,6 +209,12 @@ export class ProxyServer {
     if (!this.accepting) {
       transport.stream.destroy();
       return;
+    }
+    // From here the Connection owns the socket (and shutdown counts it once, as a connection).
+    if (transport.tcpSocket) {
+      this.sockets.delete(transport.tcpSocket);
+      this.sockets.delete(rawOf(transport.tcpSocket));
+      this.headers.delete(rawOf(transport.tcpSocket));
     }
     this.connections.add(new Connection(transport, this.ctx));
   }
@@ -152,7 +236,7 @@ export class ProxyServer {
     return this.servers[0].address() as net.AddressInfo;
   }
 
-  /** Add a listener created elsewhere (TLS). */
+  /** Add a listener created elsewhere (TLS, WebSocket): it closes with the others. */
   adopt(server: net.Server): void {
     this.servers.push(server);
   }
@@ -160,7 +244,7 @@ export class ProxyServer {
   /**
    * End every open connection whose CONNACK was seen (an MQTT session exists),
    * for a reason decided outside the connection, e.g. `broker_down` from the
-   * canary (MQTT 5 clients get DISCONNECT 0x88). Connections still waiting for
+   * canary (MQTT 5 clients get DISCONNECT 0x89). Connections still waiting for
    * their CONNACK are left alone. Returns how many were ended.
    */
   endEstablished(reason: Reason, detail: string | null): number {

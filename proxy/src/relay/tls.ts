@@ -19,7 +19,6 @@ import type { Config } from '../config/types.ts';
 import { listen } from '../net/listen.ts';
 import { watchFiles } from '../files/watch.ts';
 import type { ProxyServer } from './server.ts';
-import { socketTransport } from './transport.ts';
 
 export type TlsConfig = Config['tls'];
 
@@ -45,6 +44,10 @@ export class TlsListener {
   private unwatch: (() => void) | null = null;
   /** The certificate served to new connections. */
   current: ServedCertificate;
+  /** Told each newly loaded certificate set (the wss listener serves the same one). */
+  private readonly contextListeners: Array<(options: tls.SecureContextOptions) => void> = [];
+  /** The options of the set served now (for a wss listener created after this one). */
+  serverOptions: tls.SecureContextOptions & tls.TlsOptions;
 
   constructor(
     private readonly proxy: ProxyServer,
@@ -55,6 +58,7 @@ export class TlsListener {
     this.config = config;
     const loaded = load(config); // a bad set at startup is fatal
     this.current = loaded.served;
+    this.serverOptions = loaded.options;
     if (Date.parse(loaded.served.validTo) < Date.now()) log.warn({ cert: config.cert, validTo: loaded.served.validTo }, 'the TLS certificate has expired');
     this.tlsServer = tls.createServer({
       ...loaded.options,
@@ -64,14 +68,14 @@ export class TlsListener {
       // Half-close is relayed like on plaintext sockets, but only once the handshake is
       // done: a peer that leaves mid-handshake must free its socket at once.
       socket.allowHalfOpen = true;
-      proxy.open(socketTransport(socket, 'tls'));
+      proxy.open(proxy.transportOf(socket, 'tls'));
     });
     this.tlsServer.on('tlsClientError', (err: Error & { code?: string }, socket: tls.TLSSocket) => {
       log.debug({ event: 'tls_handshake_failed', remote: `${socket.remoteAddress}:${socket.remotePort}`, error: err.code ?? err.message }, 'TLS handshake failed');
       socket.destroy();
     });
     this.listener = net.createServer({ allowHalfOpen: false, noDelay: true }, (socket) => {
-      if (proxy.admit(socket, 'mqtts')) this.tlsServer.emit('connection', socket);
+      proxy.gate(socket, 'tls', () => this.tlsServer.emit('connection', socket));
     });
     this.listener.maxConnections = 1_000_000;
     this.watch();
@@ -116,8 +120,15 @@ export class TlsListener {
     server.rejectUnauthorized = this.config.requestCert;
     const previous = this.current.serialNumber;
     this.current = loaded.served;
+    this.serverOptions = loaded.options;
+    for (const listener of this.contextListeners) listener(loaded.options);
     this.log.info({ event: 'tls_reloaded', trigger, previous, ...this.current, requestCert: this.config.requestCert }, 'TLS certificate loaded for new connections');
     return true;
+  }
+
+  /** Call `listener` with each certificate set loaded from now on. */
+  onSecureContext(listener: (options: tls.SecureContextOptions) => void): void {
+    this.contextListeners.push(listener);
   }
 
   /** Stop watching the files (the listener itself closes with the proxy). */
