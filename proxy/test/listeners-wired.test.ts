@@ -73,7 +73,7 @@ t.test('ws and wss through the proxy: exchange, transport in /connections and me
     const pub = await mqtt.connectAsync(url, { ...options, clientId: `${kind}-pub`, protocolVersion: 5 });
     const got = nextMessages(sub, 1);
     await pub.publishAsync(`wired/${kind}/hello`, 'over websocket', { qos: 1 });
-    t.equal((await got)[0]!.payload.toString(), 'over websocket', `${kind}: published and received through the proxy`);
+    t.equal((await got)[0].payload.toString(), 'over websocket', `${kind}: published and received through the proxy`);
 
     const rows = await connections(proxy.adminUrl);
     t.same(rows.filter((r) => r.clientId?.startsWith(kind)).map((r) => r.transport).sort(), [kind, kind], `${kind}: /connections names the transport`);
@@ -94,7 +94,7 @@ t.test('ws and wss through the proxy: exchange, transport in /connections and me
     t.equal(end.reason, 'keepalive_timeout', `${kind}: ended by the MQTT keep-alive deadline despite WebSocket pings`);
     t.equal(end.transport, kind);
     const will = await willSeen;
-    t.equal(will[0]!.topic, `wired/${kind}/will`, `${kind}: the Will arrived ${Math.round(performance.now() - started)} ms after CONNECT (deadline 2 s + 1 s grace)`);
+    t.equal(will[0].topic, `wired/${kind}/will`, `${kind}: the Will arrived ${Math.round(performance.now() - started)} ms after CONNECT (deadline 2 s + 1 s grace)`);
     t.ok(end.silenceMs >= 3_000, `silence at the verdict ${Math.round(end.silenceMs)} ms >= keep-alive + grace`);
     await pub.endAsync();
     t.same(errors, [], 'mqtt.js saw no error');
@@ -190,7 +190,7 @@ t.test('bad PROXY headers from a trusted peer: closed, counted, logged; a client
   t.equal(value(after, key) - value(before, key), cases.length, `${key} +${cases.length}`);
   const echoed = nextMessages(healthy, 1);
   await healthy.publishAsync('pp/healthy', 'still here');
-  t.equal((await echoed)[0]!.payload.toString(), 'still here', 'the client in session carried on');
+  t.equal((await echoed)[0].payload.toString(), 'still here', 'the client in session carried on');
   t.equal(proxy.app.proxy.connections.size, 1, 'only the healthy connection is open');
 });
 
@@ -209,7 +209,7 @@ t.test('PROXY out: HAProxy accept-proxy in front of Mosquitto sees the client ad
   await c.subscribeAsync('pp/out');
   const got = nextMessages(c, 1);
   await c.publishAsync('pp/out', 'through PROXY out');
-  t.equal((await got)[0]!.payload.toString(), 'through PROXY out', 'the MQTT session works behind the header');
+  t.equal((await got)[0].payload.toString(), 'through PROXY out', 'the MQTT session works behind the header');
   await c.endAsync();
   const seen = await eventually(() => haproxy.log().split('\n').find((l) => l.startsWith(`MLP-SEEN 127.0.0.2:${localPort} ->`)), 10_000, 'HAProxy log line');
   t.match(seen, new RegExp(`^MLP-SEEN 127\\.0\\.0\\.2:${localPort} -> 127\\.0\\.0\\.1:${proxy.port}$`), `HAProxy saw the client, not the proxy: ${seen}`);

@@ -9,7 +9,6 @@ import mqtt from 'mqtt';
 import { eventually, startPrometheus } from './helpers/prometheus.ts';
 import { startMosquitto } from './helpers/mosquitto.ts';
 import { startProxy } from './helpers/proxy.ts';
-import { REASONS } from '../src/liveness/reasons.ts';
 
 t.test('Prometheus scrapes the proxy and finds its series', async (t) => {
   const broker = await startMosquitto();
