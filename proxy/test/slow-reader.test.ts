@@ -38,14 +38,11 @@ t.teardown(async () => {
   await broker.stop();
 });
 
-// KNOWN BUG (found by this test, reported to the lead; the fix belongs in the relay/tcp options):
-// Linux's persist timer honours TCP_USER_TIMEOUT (tcp_probe_timer, since 5.11): a zero window
-// held for userTimeout aborts the socket even though the peer ACKs every window probe. The
-// proxy then names it tcp_user_timeout ("read ETIMEDOUT") and the healthy reader's Will fires.
-// `todo` keeps the suite green while the failure stays visible in every run; remove it with the fix.
-const KNOWN_BUG = 'kernel TCP_USER_TIMEOUT cuts a zero-window (paused but alive) reader: issue 16 point 2';
-
-t.test(`a reader paused for ${PAUSE_MS} ms (user timeout ${USER_TIMEOUT_S} s) is not cut, and reads on afterwards`, { todo: KNOWN_BUG }, async (t) => {
+// Found by this test: Linux's persist timer honours TCP_USER_TIMEOUT (tcp_probe_timer, since 5.11), so a
+// zero window held for the user timeout aborted a reader that ACKs every window probe. Fixed: the kernel's
+// TCP_USER_TIMEOUT is now a backstop beyond tcp.sendTimeout and every proxy verdict, and the proxy's own
+// check ignores probes while bytes are queued (notsent_bytes > 0): a paused reader is send_stall's case.
+t.test(`a reader paused for ${PAUSE_MS} ms (user timeout ${USER_TIMEOUT_S} s) is not cut, and reads on afterwards`, async (t) => {
   const topic = 'slow/reader';
   const reader = await RawClient.connect(proxy.port);
   t.teardown(() => reader.destroy());
