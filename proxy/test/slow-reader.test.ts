@@ -28,7 +28,8 @@ async function proxySendQueue(clientPort: number): Promise<number> {
   return m ? Number(m[1]) : -1;
 }
 
-const broker = await startMosquitto();
+// No QoS 0 queue limits: Mosquitto would otherwise drop the message sent after the pause (its queue to this reader is full).
+const broker = await startMosquitto({ extraConfig: ['max_queued_messages 0', 'max_queued_bytes 0'] });
 const proxy = await startProxy(broker.port, {
   logLevel: 'warn',
   tcp: { userTimeout: USER_TIMEOUT_S, sendTimeout: 120 },
