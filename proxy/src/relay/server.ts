@@ -41,6 +41,8 @@ export class ProxyServer {
   /** What the fleet's links are like: the prior of every new connection's loss estimate. */
   readonly fleet = new FleetPrior();
   private readonly onHealth: LocalHealthListener;
+  /** Held verdicts counted by local-health instances replaced on reconfigure. */
+  private heldBefore = 0;
   /** Admission limits (config limits.*), checked before a socket costs anything. */
   readonly admission: Admission;
   private readonly refusals: RefusalLog;
@@ -98,6 +100,7 @@ export class ProxyServer {
 
   /** The liveness settings and shared parts for connections accepted from now on (the fleet prior is kept). */
   private rebuildLiveness(): void {
+    this.heldBefore += this.ctx.liveness.shared.health?.counters.held ?? 0;
     this.ctx.liveness = livenessContextOf(this.ctx.config, this.rtoMaxApplied, this.fleet, this.ctx.liveness.shared.health, this.onHealth);
     this.countOpen();
   }
@@ -105,6 +108,23 @@ export class ProxyServer {
   private countOpen(): void {
     const health = this.ctx.liveness.shared.health;
     if (health) health.openConnections = this.connections.size;
+  }
+
+  /** Connections suspect now (keep-alive or TCP); O(connections), for scrapes. */
+  suspectCount(): number {
+    let n = 0;
+    for (const c of this.connections) if (c.liveness.keepAliveSuspectSince >= 0 || c.liveness.tcpState === 'suspect') n++;
+    return n;
+  }
+
+  /** Dead verdicts held so far (across reconfigures). */
+  heldVerdicts(): number {
+    return this.heldBefore + (this.localHealth?.counters.held ?? 0);
+  }
+
+  /** Many connections went silent together: TCP verdicts are being held. */
+  degraded(): boolean {
+    return this.localHealth?.isDegraded(this.ctx.clock.now()) ?? false;
   }
 
   /** Local health of the current settings (null: correlation off). */
