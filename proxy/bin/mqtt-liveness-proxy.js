@@ -1,6 +1,13 @@
 #!/usr/bin/env node
-// Runs the TypeScript sources directly: tsx compiles them on load.
-import { register } from 'tsx/esm/api';
-
-register();
-await import('../src/cli.ts');
+// Runs the compiled CLI: `npm run build` writes dist/ (npm ci runs it through
+// the prepare script; the published package ships it). Plain node, no tsx.
+const cli = new URL('../../dist/proxy/src/cli.js', import.meta.url);
+try {
+  await import(cli.href);
+} catch (err) {
+  if (err?.code === 'ERR_MODULE_NOT_FOUND' && err.url === cli.href) {
+    console.error(`mqtt-liveness-proxy: ${cli.pathname} is missing: run \`npm run build\` in the package directory`);
+    process.exit(1);
+  }
+  throw err;
+}

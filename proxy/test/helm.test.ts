@@ -262,7 +262,7 @@ for (const set of SETS) {
       }
       const podMeta = pod as unknown as { automountServiceAccountToken: boolean };
       t.equal(podMeta.automountServiceAccountToken, false, 'no API token in the pod');
-      t.ok(proxy.volumeMounts?.some((m) => m.mountPath === '/tmp'), 'writable /tmp for tsx under a read-only root');
+      t.notOk(proxy.volumeMounts?.some((m) => m.mountPath === '/tmp'), 'compiled JavaScript: no writable /tmp (tsx cache) needed');
     });
 
     t.test('proxy container: command, config, probes, ports', async (t) => {

@@ -63,9 +63,6 @@
     - name: proxy-config
       mountPath: /etc/mqtt-liveness-proxy/config
       readOnly: true
-    # tsx keeps its compile cache in the temporary directory.
-    - name: tmp
-      mountPath: /tmp
     {{- if $v.proxy.tls.enabled }}
     - name: tls
       mountPath: /etc/mqtt-liveness-proxy/tls

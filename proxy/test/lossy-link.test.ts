@@ -1,0 +1,107 @@
+/**
+ * Lossy links, for real (issue 12): healthy clients in a network namespace
+ * behind a veth pair whose both ends drop packets at random (nftables numgen)
+ * or go fully down for a few seconds, talking to Mosquitto through the proxy's
+ * CLI with its defaults. An observer on the broker's loopback records every
+ * Will: a Will of a healthy client is a false death.
+ *
+ * The three scenarios run side by side (own namespaces each) so the file stays
+ * within a few minutes; each test awaits its own scenario.
+ */
+import t from 'tap';
+import { Cell, type CellResult } from '../bench/lib/lossy-cell.ts';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const cells = new Set<Cell>();
+t.teardown(async () => { await Promise.allSettled([...cells].map((c) => c.destroy())); });
+
+/** A proxy cell with `clients` healthy clients connected together; fn runs once they are all connected. */
+async function scenario<T>(tag: string, lossPercent: number, clients: number, pulled: boolean, fn: (cell: Cell) => Promise<T>): Promise<T> {
+  const cell = await Cell.create({ system: 'proxy', tag, lossPercent, clients, pulled });
+  cells.add(cell);
+  try {
+    cell.startClients();
+    const connected = await cell.waitConnected(90_000);
+    if (connected < clients) throw new Error(`only ${connected} of ${clients} healthy clients connected within 90 s`);
+    await cell.beginMeasure();
+    return await fn(cell);
+  } finally {
+    await cell.destroy();
+    cells.delete(cell);
+  }
+}
+
+const describe = (r: CellResult) =>
+  `${r.falseDeaths.clients}/${r.clients.connected} clients got a Will (${r.falseDeaths.wills} Wills), proxy ends of healthy clients: ${JSON.stringify(r.frontEnds)}`
+  + `${r.verdictSamples.length ? `; e.g. ${r.verdictSamples.slice(0, 3).join('; ')}` : ''}; max ${r.maxVerdictsPerSecond} verdicts in one second`;
+
+// Started at once; the promises are awaited by the tests below (.catch: no unhandled rejection meanwhile).
+const lossy = scenario('tla', 20, 20, false, async (cell) => {
+  await sleep(120_000);
+  return cell.finish();
+});
+lossy.catch(() => {});
+
+// Outages aimed at the moments a fleet connected together is most fragile, counted from the
+// clients' (median) connect time t0: 19.75 s catches the in-phase TCP keep-alive probes of
+// idle connections (idle 5 s: probes at t0 + 20, 21, 22; today's verdict at 23 s); 29.5 s the
+// PINGREQs of the keep-alive-30 clients; 59.5 s those of every client.
+const OUTAGES_S = [19.75, 29.5, 59.5];
+const OUTAGE_MS = 3_500;
+const outages = scenario('tob', 0, 20, false, async (cell) => {
+  const t0 = cell.medianConnectAt;
+  const done: Array<{ atS: number; ms: number }> = [];
+  for (const at of OUTAGES_S) {
+    await sleep(t0 + at * 1000 - Date.now());
+    const began = Date.now();
+    await Promise.all(cell.links.map((l) => l.setCut('outage', true)));
+    await sleep(OUTAGE_MS - (Date.now() - began));
+    await Promise.all(cell.links.map((l) => l.setCut('outage', false)));
+    done.push({ atS: (began - t0) / 1000, ms: Date.now() - began });
+  }
+  // Long enough for any verdict the last outage provokes (keep-alive 60 + grace) to show.
+  await sleep(t0 + 75_000 - Date.now());
+  return { result: await cell.finish(), done };
+});
+outages.catch(() => {});
+
+// Placeholder for the model's prediction (verdict-budget.ts, another branch; the lead wires it in):
+// at 10 % loss each way q = 1 - 0.9^2 = 0.19 per probe round, the default budget asks for about
+// 10-12 unanswered probes, so idle 5 s + 12 x 1 s + 3 s of margin; the pull comes 3 s after the
+// last packet. The issue's targets bracket it: <= 12 s at 5 % loss, <= 30 s at 20 %.
+const PULL_BOUND_10_PERCENT_MS = 20_000;
+const pulled = scenario('tpc', 10, 6, true, async (cell) => {
+  cell.startPulls(Date.now() + 60_000, { maxCycles: 2, timeoutMs: 100_000 });
+  return cell.pullsDone();
+});
+pulled.catch(() => {});
+
+t.test('20 clients, 2 minutes, 20% random loss both ways, through the proxy: no false death, no liveness verdict', async (t) => {
+  const r = await lossy;
+  t.comment(`20% loss, ${Math.round(r.measuredMs / 1000)} s: ${describe(r)}; client-side reconnects ${r.clientSideReconnects}; ${Math.round(r.probes.perIdleClientHour)} probes per idle client-hour`);
+  t.ok(r.measuredMs >= 119_000, 'measured for 2 minutes');
+  t.equal(r.falseDeaths.wills, 0, 'no Will of a healthy client');
+  t.equal(r.verdicts, 0, 'no liveness verdict on a healthy client');
+});
+
+t.test('20 clients connected together, three 3.5 s outages: no false death', async (t) => {
+  const { result: r, done } = await outages;
+  t.comment(`outages ${done.map((o) => `${o.ms} ms at t0+${o.atS.toFixed(2)} s`).join(', ')}: ${describe(r)}`);
+  t.equal(done.length, 3);
+  for (const o of done) t.ok(o.ms >= OUTAGE_MS - 50, `outage lasted ${o.ms} ms`);
+  t.equal(r.falseDeaths.wills, 0, 'no Will of a healthy client');
+  t.equal(r.verdicts, 0, 'no liveness verdict on a healthy client');
+});
+
+t.test(`pulled cable under 10% loss, keep-alive 60, MQTT 3.1.1 and 5: Will within ${PULL_BOUND_10_PERCENT_MS / 1000} s`, async (t) => {
+  const results = await pulled;
+  t.comment(`pulled cable at 10% loss: ${results.map((p) => `MQTT ${p.protocol} ${p.willAfterMs === null ? 'no Will' : `${(p.willAfterMs / 1000).toFixed(1)} s`} (${p.verdict ?? 'no proxy verdict'}, connect ${p.connectMs} ms)`).join('; ')}`);
+  t.equal(results.length, 4, 'two cycles of two clients');
+  for (const p of results) {
+    t.not(p.willAfterMs, null, `MQTT ${p.protocol}: the Will came`);
+    // The pull comes 3 s after the last packet and TCP probing starts 5 s after it: nothing can be faster.
+    t.ok(p.willAfterMs !== null && p.willAfterMs >= 1_500, `MQTT ${p.protocol}: not before probing could have started (${p.willAfterMs} ms)`);
+    t.ok(p.willAfterMs !== null && p.willAfterMs <= PULL_BOUND_10_PERCENT_MS, `MQTT ${p.protocol}: Will ${p.willAfterMs} ms after the pull (bound ${PULL_BOUND_10_PERCENT_MS} ms; Mosquitto alone ~90 s)`);
+    t.equal(p.verdict, 'tcp_keepalive', `MQTT ${p.protocol}: the proxy's TCP verdict, not the broker's keep-alive`);
+  }
+});
