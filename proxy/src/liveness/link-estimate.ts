@@ -22,7 +22,8 @@ import { createRequire } from 'node:module';
 
 // jstat (one dependency-free package, no types) for the Beta quantile; CommonJS, loaded once.
 const { jStat } = createRequire(import.meta.url)('jstat') as { jStat: { beta: { inv(p: number, a: number, b: number): number } } };
-const betaQuantile = (p: number, a: number, b: number): number => jStat.beta.inv(p, a, b);
+/** The p-quantile of Beta(a, b): the credible upper bound of q the decisions use. */
+export const betaQuantile = (p: number, a: number, b: number): number => jStat.beta.inv(p, a, b);
 import type { TcpInfoSample } from './tcp-options.ts';
 
 export interface EstimateOptions {
