@@ -1,6 +1,10 @@
 // Detection-time bounds of each profile against random loss, from the model alone (no network):
 // `node --import tsx scripts/liveness-table.ts [budget]`. Markdown on stdout, for docs/liveness.md.
-import betaQuantile from '@stdlib/stats-base-dists-beta-quantile';
+import { createRequire } from 'node:module';
+
+// jstat (one dependency-free package, no types) for the Beta quantile; CommonJS, loaded once.
+const { jStat } = createRequire(import.meta.url)('jstat') as { jStat: { beta: { inv(p: number, a: number, b: number): number } } };
+const betaQuantile = (p: number, a: number, b: number): number => jStat.beta.inv(p, a, b);
 import { PROFILES, deriveThresholds, jitteredIdleSeconds, type Profile } from '../proxy/src/liveness/verdict-budget.ts';
 
 const budget = Number(process.argv[2] ?? 1e-4);

@@ -20,6 +20,7 @@ import { LISTENER_REFUSALS } from './listeners/refusals.ts';
 import { TRANSPORT_LABELS, connectionMetrics, type TransportLabel } from './metrics/connections.ts';
 import { trafficMetrics } from './metrics/traffic.ts';
 import { buildInfoMetric, canaryMetrics, webhookMetrics } from './metrics/outbound.ts';
+import { livenessMetrics } from './metrics/liveness.ts';
 
 /** @deprecated the version is VERSION in package.ts; kept for importers of this name. */
 export const PROXY_VERSION: string = VERSION;
@@ -83,9 +84,17 @@ export class ProxyMetrics {
 
   readonly buildInfo = buildInfoMetric(this.registers, VERSION);
 
+  // Adaptive liveness (events and scrape-time reads; metrics/liveness.ts).
+  readonly liveness: ReturnType<typeof livenessMetrics>;
+
   private readonly detach: () => void;
 
   constructor(private readonly proxy: ProxyServer, options: MetricsOptions = {}) {
+    this.liveness = livenessMetrics(this.registers, proxy.events, {
+      suspectNow: () => proxy.suspectCount(),
+      heldVerdicts: () => proxy.heldVerdicts(),
+      degraded: () => (proxy.degraded() ? 1 : 0),
+    });
     this.precreate();
     if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
 
@@ -101,6 +110,7 @@ export class ProxyMetrics {
     proxy.events.on('frameError', onFrameError);
     proxy.events.on('reject', onReject);
     this.detach = () => {
+      this.liveness.detach();
       proxy.events.off('connect', onConnect);
       proxy.events.off('close', onClose);
       proxy.events.off('frameError', onFrameError);

@@ -59,7 +59,7 @@ t.test('check-config prints the effective configuration or names the bad line', 
   t.equal(ok.stderr, `${good}: valid\n`, 'the verdict on stderr');
   const effective = JSON.parse(ok.stdout) as { listen: string; tcp: { idle: number }; probes: { password: string } };
   t.equal(effective.listen, '127.0.0.1:1999');
-  t.equal(effective.tcp.idle, 5);
+  t.equal(effective.tcp.idle, null, 'unset: from liveness.profile');
   t.equal(effective.probes.password, '[set]');
   t.notMatch(ok.stdout, /s3cret-value/, 'secrets are not printed');
   const bad = path.join(dir, 'bad.yaml');

@@ -21,7 +21,8 @@ t.test('defaults', async (t) => {
   t.equal(c.broker, 'auto');
   t.equal(c.connectTimeout, 10);
   t.equal(c.maxPacketSize, 16 * 1024 * 1024);
-  t.same(c.tcp, { keepAlive: true, idle: 5, interval: 1, count: 3, userTimeout: 8, sendTimeout: 10 });
+  t.same(c.tcp, { keepAlive: true, idle: null, interval: null, count: null, userTimeout: null, sendTimeout: 10 }, 'tcp timing unset: from liveness.profile');
+  t.same(c.liveness, { profile: 'balanced', falseDeathBudget: 1e-4, adaptive: true, maxHold: 30, maxDead: 120, correlation: { enabled: true, window: 3, minCount: 3, fraction: 0.1 } });
   t.equal(c.keepAlive.aboveMax, 'accept');
   t.same(c.rules, []);
 });
@@ -32,7 +33,7 @@ t.test('a valid file, partially filled', async (t) => {
   t.equal(c.keepAlive.max, 60);
   t.equal(c.keepAlive.zero, 'accept', 'defaults fill the rest of a section');
   t.equal(c.tcp.idle, 3);
-  t.equal(c.tcp.count, 3);
+  t.equal(c.tcp.count, null, 'an override left unset stays unset');
   t.same(c.rules, [{ match: { clientId: 'sensor-*' }, keepAlive: { max: 30 } }]);
 });
 

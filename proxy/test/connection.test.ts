@@ -4,6 +4,8 @@
 import t from 'tap';
 import mqttPacket from 'mqtt-packet';
 import { decodeConnack, decodeConnect } from '../src/mqtt/packets.ts';
+import { newTcpInfoSample } from '../src/liveness/tcp-options.ts';
+import type { SuspectEvent } from '../src/relay/events.ts';
 import { connectionHarness, type Harness, type HarnessOptions } from './helpers/connection-harness.ts';
 
 const CONNACK_V3 = Buffer.from([0x20, 0x02, 0x00, 0x00]);
@@ -343,25 +345,40 @@ t.test('close: shutdown and broker_down, decided outside the connection', async 
   t.equal(hex(v3.toClient()), hex(CONNACK_V3), '3.1.1: just closed');
 });
 
-t.test('close: tcp_user_timeout from the ack watch (fake TCP_INFO)', async (t) => {
-  const h = await session(5, 600, { configure: (c) => { c.tcp.userTimeout = 8; } });
-  h.ackState = { unacked: 2, msSinceLastAck: 0 };
+t.test('close: tcp_user_timeout from the proxy\'s own TCP check (fake TCP_INFO): suspect first, dead only after the floor and the model agree', async (t) => {
+  const unacked = { ...newTcpInfoSample(), unacked: 2, retransmits: 30, rtoUs: 200_000, lastAckRecvMs: 1_000_000 }; // no ACK for ages
+  const h = await session(5, 600, { configure: (c) => { c.tcp.userTimeout = 8; }, tcpInfo: unacked });
+  const suspects: SuspectEvent[] = [];
+  h.events.on('suspect', (e) => suspects.push(e));
+  const writtenAt = h.clock.now();
   h.broker.write(publish(100, 5));
   await h.settle();
   h.clock.advance(7_999);
-  t.ok(h.conn.isOpen);
-  h.ackState = { unacked: 2, msSinceLastAck: 8_000 };
-  h.clock.advance(1);
+  t.ok(h.conn.isOpen, 'no verdict before tcp.userTimeout (the floor)');
+  t.equal(h.conn.liveness.tcpState, 'suspect', 'suspect once an answer is overdue');
+  t.match(suspects, [{ kind: 'tcp_data', phase: 'start' }]);
+  for (let i = 0; i < 130 && h.closes.length === 0; i++) {
+    h.clock.advance(1_000);
+    await h.settle();
+  }
   const e = await closed(h);
-  t.match(e, { reason: 'tcp_user_timeout', detail: '2 segments unacknowledged, no ACK for 8000 ms', liveness: true });
+  const at = h.clock.now() - writtenAt;
+  t.ok(at >= 8_000 && at <= 121_000, `dead between the floor and maxDead (${at} ms)`);
+  t.match(e, { reason: 'tcp_user_timeout', detail: /^proxy check: no ACK for \d+ ms, 2 segments unacknowledged, 30 retransmissions/, liveness: true });
   t.ok(h.toBroker().subarray(-3).equals(v5Disconnect(0x04)));
 
-  const acked = await session(5, 600, { configure: (c) => { c.tcp.userTimeout = 8; } });
-  acked.ackState = { unacked: 0, msSinceLastAck: 8_000 };
+  const acked = await session(5, 600, { configure: (c) => { c.tcp.userTimeout = 8; }, tcpInfo: { ...newTcpInfoSample(), rtoUs: 200_000, lastAckRecvMs: 8_000 } });
   acked.broker.write(publish(100, 5));
   await acked.settle();
   acked.clock.advance(20_000);
   t.ok(acked.conn.isOpen, 'everything acknowledged: no verdict');
+  t.equal(acked.conn.liveness.tcpState, 'alive');
+
+  const paused = await session(5, 600, { tcpInfo: { ...newTcpInfoSample(), rtoUs: 200_000, probes: 9, notsentBytes: 50_000, lastAckRecvMs: 60_000 } });
+  paused.broker.write(publish(100, 5));
+  await paused.settle();
+  paused.clock.advance(200_000);
+  t.ok(paused.conn.isOpen, 'zero-window probes of a paused reader (bytes queued) are no silence: no TCP verdict');
 });
 
 t.test('close: ETIMEDOUT from the kernel is tcp_keepalive when idle, tcp_user_timeout with unsolicited data pending', async (t) => {

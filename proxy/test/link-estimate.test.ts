@@ -50,6 +50,16 @@ t.test('data: retransmissions over data segments, counted for both directions of
   t.end();
 });
 
+t.test('data on a thin stream: each segment ACKed on its own, so p already counts a whole round', (t) => {
+  const est = new LinkEstimate(new FleetPrior());
+  const k = new FakeKernelSocket();
+  est.update(k.s, 0);
+  est.update(k.data(20, 4).s, 60_000); // 20 segments in a minute, one at a time
+  t.equal(est.trials, 20);
+  t.ok(Math.abs(est.failures - 4) < 0.01, `4 retransmissions = 4 failed rounds (${est.failures})`);
+  t.end();
+});
+
 t.test('a silence still owed is never learnt from: a dead peer cannot postpone its own verdict', (t) => {
   const fleet = new FleetPrior();
   const est = new LinkEstimate(fleet);

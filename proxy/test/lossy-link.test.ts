@@ -10,6 +10,8 @@
  */
 import t from 'tap';
 import { Cell, type CellResult } from '../bench/lib/lossy-cell.ts';
+import { betaQuantile } from '../src/liveness/link-estimate.ts';
+import { PROFILES, deriveThresholds } from '../src/liveness/verdict-budget.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const cells = new Set<Cell>();
@@ -65,11 +67,19 @@ const outages = scenario('tob', 0, 20, false, async (cell) => {
 });
 outages.catch(() => {});
 
-// Placeholder for the model's prediction (verdict-budget.ts, another branch; the lead wires it in):
-// at 10 % loss each way q = 1 - 0.9^2 = 0.19 per probe round, the default budget asks for about
-// 10-12 unanswered probes, so idle 5 s + 12 x 1 s + 3 s of margin; the pull comes 3 s after the
-// last packet. The issue's targets bracket it: <= 12 s at 5 % loss, <= 30 s at 20 %.
-const PULL_BOUND_10_PERCENT_MS = 20_000;
+// The model's own bound (verdict-budget.ts, docs/liveness.md): at 10 % loss each way one probe round
+// fails with q = 1 - 0.9^2 = 0.19. The slowest the model can be here is with no evidence of the
+// connection's own: the 95 % upper bound of the prior alone (20 pseudo-trials centred on the true q),
+// n = ceil(log(B / E) / log q̂) probes. The Will comes at most idle (longest jitter) after the last
+// packet + the idle verdict's deadAfter, and the pull is 3 s after the last packet; plus 3 s for the
+// check's interval, timers and the Will's way through the broker on a busy machine.
+const Q_10 = 1 - 0.9 ** 2;
+const PULL_MODEL = deriveThresholds({
+  link: { qUpper: betaQuantile(0.95, 20 * Q_10, 20 * (1 - Q_10)), srttMs: 5, rttvarMs: 5, rtoMs: 210, dataSegsPerHour: 0 },
+  budgetPerHour: 1e-4, profile: PROFILES.balanced, overrides: {}, keepAliveSeconds: 60, phase: 0.999,
+  maxHoldMs: 30_000, maxDeadMs: 120_000, thinLinear: false, rtoMaxApplied: true,
+});
+const PULL_BOUND_10_PERCENT_MS = PULL_MODEL.kernel.idleSeconds * 1000 - 3_000 + PULL_MODEL.idle.deadAfterMs + 3_000;
 const pulled = scenario('tpc', 10, 6, true, async (cell) => {
   cell.startPulls(Date.now() + 60_000, { maxCycles: 2, timeoutMs: 100_000 });
   return cell.pullsDone();
@@ -95,6 +105,7 @@ t.test('20 clients connected together, three 3.5 s outages: no false death', asy
 
 t.test(`pulled cable under 10% loss, keep-alive 60, MQTT 3.1.1 and 5: Will within ${PULL_BOUND_10_PERCENT_MS / 1000} s`, async (t) => {
   const results = await pulled;
+  t.comment(`model: n=${PULL_MODEL.idle.n} probes, dead ${PULL_MODEL.idle.deadAfterMs} ms after the first, idle ${PULL_MODEL.kernel.idleSeconds} s`);
   t.comment(`pulled cable at 10% loss: ${results.map((p) => `MQTT ${p.protocol} ${p.willAfterMs === null ? 'no Will' : `${(p.willAfterMs / 1000).toFixed(1)} s`} (${p.verdict ?? 'no proxy verdict'}, connect ${p.connectMs} ms)`).join('; ')}`);
   t.equal(results.length, 4, 'two cycles of two clients');
   for (const p of results) {

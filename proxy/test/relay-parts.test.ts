@@ -9,7 +9,6 @@ import { compileRules } from '../src/liveness/policy.ts';
 import { decodeConnack, decodeConnect, REASON } from '../src/mqtt/packets.ts';
 import { brokerUnreachableConnack, handleConnack, handleConnect } from '../src/relay/handshake.ts';
 import { PingLedger } from '../src/relay/ping-ledger.ts';
-import { AckWatch } from '../src/relay/ack-watch.ts';
 import { NO_DISCONNECT, clientDisconnectFor, clientErrorReason, clientFinReason, frameErrorDisconnect, tellBrokerWill } from '../src/relay/close-reason.ts';
 import { REASONS } from '../src/liveness/reasons.ts';
 
@@ -98,26 +97,6 @@ t.test('ping ledger: PINGRESPs answer in order; the proxy\'s are swallowed, the 
   t.equal(l.proxyInFlight, 0);
   t.equal(l.mustHold(), false, '3rd: the client\'s, not held');
   t.equal(l.answeredProxy(), false, 'an unasked PINGRESP is nobody\'s probe answer');
-});
-
-t.test('ack watch: a verdict only after the user timeout with data unacknowledged', async (t) => {
-  const w = new AckWatch(8_000);
-  t.equal(w.checkAt, Infinity);
-  t.equal(w.written(1_000), true, 'first write starts a watch');
-  t.equal(w.written(2_000), false, 'later writes join it');
-  t.equal(w.checkAt, 9_000);
-  t.equal(w.check(9_000, { unacked: 0, msSinceLastAck: 50 }), null, 'all acknowledged');
-  t.equal(w.checkAt, Infinity, 'the next write starts a new watch');
-  w.written(10_000);
-  t.equal(w.check(18_000, { unacked: 3, msSinceLastAck: 2_000 }), null, 'an ACK came 2 s ago');
-  t.equal(w.checkAt, 24_000, 'look again when 8 s without ACK could have passed');
-  t.equal(w.check(24_000, { unacked: 3, msSinceLastAck: 8_000 }), '3 segments unacknowledged, no ACK for 8000 ms');
-  const off = new AckWatch(0);
-  t.equal(off.written(0), false, 'no user timeout: no watch');
-  const noInfo = new AckWatch(8_000);
-  noInfo.written(0);
-  t.equal(noInfo.check(8_000, null), null);
-  t.equal(noInfo.written(9_000), false, 'without TCP_INFO the watch turns itself off');
 });
 
 t.test('close classification', async (t) => {

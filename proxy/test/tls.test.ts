@@ -110,8 +110,10 @@ t.test('mqtts through the TLS listener, beside the plaintext one; TCP liveness o
   t.ok(tlsConn, 'the TLS client is a relayed connection like any other');
   const socket = tlsConn.transport.stream as tls.TLSSocket;
   t.ok(socket instanceof tls.TLSSocket);
-  const cfg = proxy.app.config.tcp;
-  t.same(readTcpLiveness(socket), { keepAlive: true, idleSeconds: cfg.idle, intervalSeconds: cfg.interval, count: cfg.count, userTimeoutMs: cfg.userTimeout * 1000 }, 'keep-alive timing and TCP_USER_TIMEOUT set on the TLS socket fd');
+  const k = tlsConn.liveness.kernelSettings();
+  const applied = readTcpLiveness(socket);
+  t.match(applied, { keepAlive: true, idleSeconds: k.idleSeconds, intervalSeconds: k.intervalSeconds }, 'this connection\'s keep-alive timing set on the TLS socket fd');
+  t.ok(applied!.userTimeoutMs >= k.userTimeoutMs && applied!.count >= k.count, 'the kernel\'s backstop (TCP_USER_TIMEOUT, TCP_KEEPCNT) set too');
   t.notOk(proxy.logs.some((l) => /falling back to setKeepAlive/.test(String(l.msg))), 'no fallback warning');
   t.match(proxy.logs.find((l) => l.msg === 'TLS listener listening'), { serialNumber: '1001', requestCert: false });
 });

@@ -52,6 +52,14 @@ export interface ConnectionRow extends ConnectionIdentity {
   bytesFromClient: number;
   bytesToClient: number;
   connectedAt: string;
+  /** alive or suspect (keep-alive or TCP silence beyond the first missed answer); dead ends the connection. */
+  state: 'alive' | 'suspect';
+  /** ISO time the current suspicion began; null when alive. */
+  suspectSince: string | null;
+  /** The link estimate (docs/liveness.md): kernel's smoothed RTT and variance, loss = 95% upper bound of q, samples read. */
+  link: { srttMs: number; rttvarMs: number; loss: number; samples: number };
+  /** What the model derived for this connection: probes n, TCP verdict times, keep-alive grace. */
+  deadlines: { probes: number; idleDeadAfterMs: number; dataDeadAfterMs: number; keepAliveGraceMs: number };
 }
 
 export interface ConnectionsBody {
@@ -271,7 +279,13 @@ export class AdminServer {
       if (rows.length >= limit) break;
       const d = conn.deadlines;
       const silenceMs = Math.max(0, now - d.lastClientActivity);
-      const deadline = d.allowedSilenceMs === Infinity ? null : d.lastClientActivity + d.allowedSilenceMs - now;
+      const deadAfterMs = d.keepAliveDeadMs > d.allowedSilenceMs ? d.keepAliveDeadMs : d.allowedSilenceMs;
+      const deadline = d.allowedSilenceMs === Infinity ? null : d.lastClientActivity + deadAfterMs - now;
+      const live = conn.liveness;
+      const snap = live.model.snapshot();
+      const tcpSince = snap.suspectSince;
+      const since = live.keepAliveSuspectSince >= 0 ? (tcpSince === null ? live.keepAliveSuspectSince : Math.min(tcpSince, live.keepAliveSuspectSince)) : tcpSince;
+      const wall = Date.now();
       rows.push({
         id: conn.id,
         ...identityOf(conn.facts()),
@@ -280,6 +294,15 @@ export class AdminServer {
         bytesFromClient: conn.bytesFromClient,
         bytesToClient: conn.bytesToClient,
         connectedAt: new Date(conn.startedAt).toISOString(),
+        state: since === null ? 'alive' : 'suspect',
+        suspectSince: since === null ? null : new Date(wall - (now - since)).toISOString(),
+        link: { srttMs: round(snap.link.srttMs), rttvarMs: round(snap.link.rttvarMs), loss: Number(snap.link.loss.toPrecision(3)), samples: snap.link.samples },
+        deadlines: {
+          probes: snap.deadlines.probes,
+          idleDeadAfterMs: Math.round(snap.deadlines.idleDeadAfterMs),
+          dataDeadAfterMs: Math.round(snap.deadlines.dataDeadAfterMs),
+          keepAliveGraceMs: d.allowedSilenceMs === Infinity ? 0 : Math.round(deadAfterMs - (conn.effectiveKeepAlive ?? 0) * 1000),
+        },
       });
     }
     const body: ConnectionsBody = { total: proxy.connections.size, shown: rows.length, connections: rows };

@@ -83,6 +83,9 @@ export const ruleSchema = z.strictObject({
   keepAlive: z.strictObject(keepAliveKeys).partial().prefault({}),
 });
 
+/** An explicit setting that overrides a value the liveness model derives (null: derived). */
+const override = (type: z.ZodNumber, description: string) => type.nullable().default(null).meta(doc(description));
+
 const section = <T extends z.ZodRawShape>(shape: T, description: string) => z.strictObject(shape).prefault({} as never).meta(doc(description));
 
 export const configSchema = z.strictObject({
@@ -103,12 +106,25 @@ export const configSchema = z.strictObject({
   rules: z.array(ruleSchema).default([]).meta(doc('List of `{match: {clientId, username}, keepAlive: {...}}`; globs with * and ?; the first rule that matches wins.')),
   tcp: section({
     keepAlive: flag(true, 'Enable TCP keep-alive probes on client sockets.'),
-    idle: whole(1, 32767, 5, 'Seconds of silence before the first TCP keep-alive probe (TCP_KEEPIDLE).'),
-    interval: whole(1, 32767, 1, 'Seconds between probes (TCP_KEEPINTVL).'),
-    count: whole(1, 127, 3, 'Unanswered probes before the peer is dead (TCP_KEEPCNT).'),
-    userTimeout: seconds(0, 8, 'Seconds sent data may stay unacknowledged (TCP_USER_TIMEOUT); 0 leaves it unset.'),
+    idle: override(z.number().int().min(1).max(32767), 'Seconds of silence before the first TCP keep-alive probe (TCP_KEEPIDLE). Unset: from `liveness.profile`, jittered per connection.'),
+    interval: override(z.number().int().min(1).max(32767), 'Seconds between probes (TCP_KEEPINTVL). Unset: from `liveness.profile`.'),
+    count: override(z.number().int().min(1).max(127), 'Fewest unanswered probes before the peer is dead; the adaptive model may wait for more on a lossy link. Unset: from `liveness.profile` (3).'),
+    userTimeout: override(z.number().min(0), 'Fewest seconds sent data stays unacknowledged before the peer is dead (tcp_user_timeout); the adaptive model may wait longer on a lossy link. 0: no floor (the model alone). Unset: from `liveness.profile` (8 s balanced). The kernel\'s own TCP_USER_TIMEOUT is a backstop beyond every verdict.'),
     sendTimeout: seconds(0.1, 10, 'Seconds bytes queued to a client may wait to drain before the connection ends (send_stall).'),
   }, 'TCP-level liveness of client sockets.'),
+  liveness: section({
+    profile: choice(['fast', 'balanced', 'battery'], 'balanced', 'Probe cost against detection time: fast (idle 4-5 s, 720-900 keep-alive probes per idle client-hour), balanced (idle 5-6 s, 600-720: no more than fixed 5 s), battery (idle 25-30 s, interval 2 s, 120-144; TCP verdicts ~15 s slower). See docs/liveness.md.'),
+    falseDeathBudget: z.number().gt(0).max(1).default(1e-4).meta(doc('Expected false deaths (healthy clients cut) per client-hour the adaptive verdicts may cost. Smaller: more patient on lossy links.')),
+    adaptive: flag(true, 'Derive each connection\'s probe count, data timeout and keep-alive grace from its measured link (RTT, loss) and the budget. false: the profile and tcp.* values exactly.'),
+    maxHold: seconds(0, 30, 'Longest a TCP-level verdict is held (kept suspect) when many connections go silent together (local health).'),
+    maxDead: seconds(1, 120, 'Longest any TCP-silence verdict may take, seconds (a cap on the adaptive patience).'),
+    correlation: z.strictObject({
+      enabled: flag(true, 'Hold TCP-level verdicts while many connections went silent together.'),
+      window: seconds(0.1, 3, 'Seconds in which silences count as correlated.'),
+      minCount: whole(1, null, 3, 'Correlated silences that make the proxy degraded, at least.'),
+      fraction: z.number().min(0).max(1).default(0.1).meta(doc('... or this fraction of the open connections, whichever is larger.')),
+    }).prefault({}).meta(doc('Correlated verdicts (local health).')),
+  }, 'Adaptive liveness: link estimate, false-death budget, suspect state, correlated verdicts (docs/liveness.md).'),
   probes: section({
     enabled: flag(true, 'Run the canary session.'),
     interval: seconds(0.1, 5, 'Seconds between canary PINGREQs.'),
@@ -124,7 +140,7 @@ export const configSchema = z.strictObject({
   }, 'PINGREQ probes toward the broker.'),
   events: section({
     webhook: z.string().regex(/^https?:\/\//, { error: (issue) => `expected an http(s) URL, got ${JSON.stringify(issue.input)}` }).nullable().default(null).meta(doc('URL that receives events as JSON POSTs. Unset: no events.')),
-    types: z.array(z.enum(['verdict', 'connect', 'disconnect'])).default(['verdict']).meta(doc('Which events to send.')),
+    types: z.array(z.enum(['verdict', 'connect', 'disconnect', 'suspect'])).default(['verdict']).meta(doc('Which events to send (suspect: a connection turned suspect or recovered, see docs/liveness.md).')),
     timeout: seconds(0.1, 5, 'Seconds per delivery attempt.'),
     retries: whole(0, null, 5, 'Retries after a failed attempt, with exponential backoff.'),
     queueSize: whole(1, null, 1000, 'Events waiting for delivery at most; more are dropped and counted.'),

@@ -17,9 +17,9 @@ import type { Config } from '../config/types.ts';
 import type { ProxyMetrics } from '../metrics.ts';
 import { VERSION as PROXY_VERSION } from '../package.ts';
 import { identityOf, type ConnectionIdentity } from './connection-identity.ts';
-import type { CloseEvent, ConnectEvent, ConnectionFacts, ProxyEvents } from '../relay/events.ts';
+import type { CloseEvent, ConnectEvent, ConnectionFacts, ProxyEvents, SuspectEvent } from '../relay/events.ts';
 
-export type WebhookEventType = 'verdict' | 'connect' | 'disconnect';
+export type WebhookEventType = 'verdict' | 'connect' | 'disconnect' | 'suspect';
 
 export interface WebhookBody extends ConnectionIdentity {
   eventId: string;
@@ -102,11 +102,17 @@ export class WebhookSender {
       // A socket that never sent CONNECT (port scan, TCP health check) is no MQTT client.
       else if (e.clientId !== null) this.enqueue('disconnect', e, e);
     };
+    // Suspicion start/end: reason = its kind, detail = start | end (held: a correlated verdict is held).
+    const onSuspect = (e: SuspectEvent): void => {
+      this.enqueue('suspect', e, null, { reason: e.kind, detail: e.held ? `${e.phase} (held)` : e.phase });
+    };
     events.on('connect', onConnect);
     events.on('close', onClose);
+    events.on('suspect', onSuspect);
     this.detach = () => {
       events.off('connect', onConnect);
       events.off('close', onClose);
+      events.off('suspect', onSuspect);
     };
   }
 
@@ -115,13 +121,15 @@ export class WebhookSender {
   }
 
   /** Queue an event; O(1), never blocks. Returns false when it was dropped. */
-  enqueue(type: WebhookEventType, facts: ConnectionFacts, end: CloseEvent | null): boolean {
+  enqueue(type: WebhookEventType, facts: ConnectionFacts, end: CloseEvent | null, why?: { reason: string; detail: string }): boolean {
     if (!this.types.has(type) || this.stopping) return false;
     if (this.queue.length >= this.options.queueSize) {
       this.drop(1, 'queue full');
       return false;
     }
-    this.queue.push({ body: bodyOf(type, facts, end), attempts: 0 });
+    const body = bodyOf(type, facts, end);
+    if (why) Object.assign(body, why);
+    this.queue.push({ body, attempts: 0 });
     this.options.metrics.eventQueueLength.set(this.queue.length);
     if (!this.running) {
       this.running = true;

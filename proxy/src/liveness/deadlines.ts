@@ -9,8 +9,10 @@ export interface DeadlineState {
   connectDeadline: number;
   /** Last byte received from the client. */
   lastClientActivity: number;
-  /** Silence allowed by the keep-alive policy (Infinity: none). */
+  /** Silence allowed by the keep-alive policy (Infinity: none); beyond it the connection is suspect. */
   allowedSilenceMs: number;
+  /** Silence before the keep-alive verdict when longer than allowedSilenceMs (the adaptive grace; 0: none). */
+  keepAliveDeadMs: number;
   /** When writes to the client started waiting for drain (-1: not waiting). */
   stallSince: number;
   sendTimeoutMs: number;
@@ -35,6 +37,7 @@ export function newDeadlineState(now: number, connectTimeoutMs: number, sendTime
     connectDeadline: now + connectTimeoutMs,
     lastClientActivity: now,
     allowedSilenceMs: Infinity,
+    keepAliveDeadMs: 0,
     stallSince: -1,
     sendTimeoutMs,
     probeSentAt: -1,
@@ -46,7 +49,7 @@ export function newDeadlineState(now: number, connectTimeoutMs: number, sendTime
 
 export function evaluate(s: DeadlineState, now: number): Evaluation {
   if (now >= s.connectDeadline) return { verdict: 'connect_timeout', probe: false, wakeAt: Infinity };
-  const keepAliveAt = s.lastClientActivity + s.allowedSilenceMs;
+  const keepAliveAt = s.lastClientActivity + (s.keepAliveDeadMs > s.allowedSilenceMs ? s.keepAliveDeadMs : s.allowedSilenceMs);
   if (now >= keepAliveAt) return { verdict: 'keepalive_timeout', probe: false, wakeAt: Infinity };
   const stallAt = s.stallSince < 0 ? Infinity : s.stallSince + s.sendTimeoutMs;
   if (now >= stallAt) return { verdict: 'send_stall', probe: false, wakeAt: Infinity };

@@ -7,9 +7,10 @@
  * - idle interval (no data either way): every segment out is a keep-alive probe and every segment
  *   in its answer, so trials = probes sent, failures = probes - answers (measured on loopback:
  *   proxy/test/tcp-options.test.ts);
- * - data sent: retransmissions / data segments estimates the loss p of one direction (cumulative
- *   ACKs hide most ACK losses), and a lone segment's round needs both directions, so it counts
- *   as q = 1 - (1 - p)^2 per data segment (symmetric loss assumed).
+ * - data sent: p = retransmissions / data segments. On a thin stream (at most one segment per RTO)
+ *   every segment is ACKed on its own and a lost ACK is retransmitted for too: p is q. On a bulk
+ *   stream cumulative ACKs hide ACK losses, p is one direction's loss, and a round counts as
+ *   q = 1 - (1 - p)^2 (symmetric loss assumed).
  * While an answer is still owed (probes out, or data unacknowledged past one RTO) nothing is
  * committed: a dead peer must not teach its own estimate that the link is lossy and so postpone
  * its own verdict. The evidence of a silence is counted once it ends with an answer.
@@ -18,7 +19,12 @@
  * in pseudo-trials. Decisions use the upper credible bound (95%): little evidence -> conservative.
  * Evidence decays with a half-life so a client that moves into poor coverage is followed.
  */
-import betaQuantile from '@stdlib/stats-base-dists-beta-quantile';
+import { createRequire } from 'node:module';
+
+// jstat (one dependency-free package, no types) for the Beta quantile; CommonJS, loaded once.
+const { jStat } = createRequire(import.meta.url)('jstat') as { jStat: { beta: { inv(p: number, a: number, b: number): number } } };
+/** The p-quantile of Beta(a, b): the credible upper bound of q the decisions use. */
+export const betaQuantile = (p: number, a: number, b: number): number => jStat.beta.inv(p, a, b);
 import type { TcpInfoSample } from './tcp-options.ts';
 
 export interface EstimateOptions {
@@ -96,7 +102,7 @@ export class LinkEstimate {
   private baseDataOut = 0;
   private baseDataIn = 0;
   private baseRetrans = 0;
-  // What the bound was last computed from (it costs ~70 us: recomputed only on a material change).
+  // What the bound was last computed from (~25 us with jstat: recomputed only on a material change).
   private boundTrials = -1;
   private boundFailures = -1;
   private boundPrior = -1;
@@ -145,7 +151,12 @@ export class LinkEstimate {
     if (dataOut > 0) {
       const p = Math.min(1, retrans / dataOut);
       trials = dataOut;
-      failures = dataOut * (1 - (1 - p) * (1 - p));
+      // A thin stream (at most one segment per RTO on average: MQTT's usual traffic) has each segment
+      // ACKed on its own, so a lost ACK costs a retransmission too and p already measures a whole round
+      // (measured: counting it twice made q at 10 % loss look like 0.34 and verdicts 30 % slower).
+      // A bulk stream's cumulative ACKs hide ACK losses: count both directions.
+      const thin = dataOut * this.rtoMs <= elapsed;
+      failures = thin ? dataOut * p : dataOut * (1 - (1 - p) * (1 - p));
     } else if (dataIn === 0 && segsOut > 0) {
       trials = segsOut;
       failures = Math.max(0, segsOut - segsIn);

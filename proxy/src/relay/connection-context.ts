@@ -10,7 +10,9 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/types.ts';
 import type { Clock } from '../liveness/clock.ts';
 import type { CompiledRule } from '../liveness/policy.ts';
-import type { TcpAckState } from '../liveness/tcp-options.ts';
+import type { LivenessContext } from '../liveness/from-config.ts';
+import type { TcpInfoSample } from '../liveness/tcp-options.ts';
+import type { Thresholds } from '../liveness/verdict-budget.ts';
 import type { Connection } from './connection.ts';
 import type { ProxyEvents } from './events.ts';
 import type { TrafficStats } from './stats.ts';
@@ -27,10 +29,12 @@ export interface ConnectionContext {
   connectUpstream(conn: Connection): Duplex;
   /** Is the broker still accepting connections? Asked when an MQTT 5 session's upstream closes without a DISCONNECT. */
   brokerAccepting(): Promise<boolean>;
-  /** Applies TCP keep-alive and user timeout to a client's TCP socket. */
-  applyTcpLiveness(socket: net.Socket): void;
-  /** TCP_INFO of the client's TCP socket (null: not available, e.g. no TCP socket). */
-  readAckState(transport: ClientTransport): TcpAckState | null;
+  /** The liveness model's settings and the parts connections share (rebuilt on reconfigure). */
+  liveness: LivenessContext;
+  /** Applies this connection's TCP keep-alive timing and the kernel's backstop to its TCP socket. */
+  applyTcpLiveness(socket: net.Socket, kernel: Thresholds['kernel']): void;
+  /** Fills `into` from TCP_INFO of the client's TCP socket; false: not available (no TCP socket, no koffi). */
+  readTcpInfo(transport: ClientTransport, into: TcpInfoSample): boolean;
   /** Called once both streams are closed. */
   onClosed(conn: Connection): void;
 }

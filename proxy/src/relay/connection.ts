@@ -7,8 +7,8 @@
  * every way a connection can end goes through end() or refuse().
  *
  * The parts with rules of their own live beside it: handshake.ts (CONNECT and
- * CONNACK), ping-ledger.ts (whose PINGRESP), ack-watch.ts (unacknowledged data),
- * close-reason.ts (which reason, which DISCONNECT to whom). This class wires
+ * CONNACK), ping-ledger.ts (whose PINGRESP), liveness-timer.ts (the one timer,
+ * the deadlines and the liveness model: alive -> suspect -> dead), close-reason.ts (which reason, which DISCONNECT to whom). This class wires
  * them to the two streams it is given: the client's (ClientTransport) and the
  * upstream one from ctx.connectUpstream(), which must emit 'connect' once
  * connected (a net.Socket does; an in-memory stream in a test emits it itself)
@@ -19,7 +19,7 @@ import { Framer, HOLD, PASS, REJECT, PROTOCOL_MAX_FRAME, type FrameHandler, type
 import type { FrameError } from '../mqtt/errors.ts';
 import { CONNACK, CONNECT, DISCONNECT, PINGREQ, PINGRESP, PINGREQ_BYTES, REASON, disconnectReason, disconnectV5, type ConnectInfo } from '../mqtt/packets.ts';
 import type { Timer } from '../liveness/clock.ts';
-import { evaluate, newDeadlineState, type DeadlineState } from '../liveness/deadlines.ts';
+import type { DeadlineState } from '../liveness/deadlines.ts';
 import { brokerDeadlineMs } from '../liveness/policy.ts';
 import { isLivenessReason, type Reason } from '../liveness/reasons.ts';
 import type { KeepAlivePolicy } from '../config/types.ts';
@@ -29,7 +29,7 @@ import type { ConnectionContext } from './connection-context.ts';
 import type { ClientTransport } from './transport.ts';
 import { brokerUnreachableConnack, handleConnack, handleConnect } from './handshake.ts';
 import { PingLedger } from './ping-ledger.ts';
-import { AckWatch } from './ack-watch.ts';
+import { LivenessTimer } from './liveness-timer.ts';
 import { NO_DISCONNECT, brokerEndReason, clientDisconnectFor, clientErrorReason, clientFinReason, frameErrorDisconnect, tellBrokerWill } from './close-reason.ts';
 
 export type { ConnectionContext } from './connection-context.ts';
@@ -77,7 +77,8 @@ export class Connection {
   private readonly toBroker: Framer;
   private readonly toClient: Framer;
   private readonly pings = new PingLedger();
-  private readonly acks: AckWatch;
+  /** The one timer: deadlines, keep-alive, the TCP liveness model. */
+  readonly liveness: LivenessTimer;
   private state: Phase = 'awaiting_connect';
   private upstreamState: UpstreamState = 'connecting';
   /** CLIENT | BROKER bits: who half-closed. */
@@ -91,8 +92,6 @@ export class Connection {
   private allowedPolicy: KeepAlivePolicy | null = null;
   private proxyServerKeepAlive: number | undefined = undefined;
   private lastWriteToClient = -1;
-  private timer: Timer | null = null;
-  private timerAt = Infinity;
   /** One slot for the timer that frees both streams after a grace period; cancelled in finish(). */
   private cutTimer: Timer | null = null;
   private reason: Reason | null = null;
@@ -106,7 +105,6 @@ export class Connection {
   // more per closure, and a connection has 18 of them (see BENCHMARKS.md).
   private readonly clientSide: FrameHandler = { onHeader: this.clientHeader.bind(this), onHeld: this.onConnect.bind(this), emit: this.writeUpstream.bind(this) };
   private readonly brokerSide: FrameHandler = { onHeader: this.brokerHeader.bind(this), onHeld: this.brokerHeld.bind(this), emit: this.writeClient.bind(this) };
-  private readonly timerFired = this.onTimer.bind(this);
 
   constructor(transport: ClientTransport, ctx: ConnectionContext) {
     this.transport = transport;
@@ -115,8 +113,8 @@ export class Connection {
     const now = ctx.clock.now();
     this.startedAt = ctx.clock.wallNow();
     const cfg = ctx.config;
-    this.deadlines = newDeadlineState(now, cfg.connectTimeout * 1000, cfg.tcp.sendTimeout * 1000);
-    this.acks = new AckWatch(cfg.tcp.keepAlive && cfg.tcp.userTimeout > 0 ? cfg.tcp.userTimeout * 1000 : 0);
+    this.liveness = new LivenessTimer(ctx, this, transport, now);
+    this.deadlines = this.liveness.deadlines;
 
     // The held CONNECT has its own, smaller limit (maxConnectSize); maxPacketSize applies after it.
     this.toBroker = new Framer(this.clientSide, Math.min(cfg.maxConnectSize, cfg.maxPacketSize));
@@ -126,7 +124,7 @@ export class Connection {
 
     if (transport.tcpSocket) {
       transport.tcpSocket.setNoDelay(true);
-      ctx.applyTcpLiveness(transport.tcpSocket);
+      ctx.applyTcpLiveness(transport.tcpSocket, this.liveness.kernelSettings());
     }
     const onStreamClose = this.onStreamClose.bind(this);
     client.on('data', this.onClientData.bind(this));
@@ -142,7 +140,7 @@ export class Connection {
     upstream.on('error', this.onUpstreamError.bind(this));
     upstream.on('close', onStreamClose);
     upstream.on('drain', this.onUpstreamDrain.bind(this));
-    this.schedule(now);
+    this.liveness.schedule(now);
   }
 
   facts(): ConnectionFacts {
@@ -188,7 +186,8 @@ export class Connection {
 
   private onClientData(chunk: Buffer): void {
     if (this.state === 'closed') return;
-    this.deadlines.lastClientActivity = this.ctx.clock.now();
+    const now = (this.deadlines.lastClientActivity = this.ctx.clock.now());
+    if (this.liveness.keepAliveSuspectSince >= 0) this.liveness.clientSpoke(now);
     this.bytesFromClient += chunk.length;
     const error = this.toBroker.push(chunk);
     if (error) this.onFrameError(error, 'to_broker');
@@ -246,7 +245,8 @@ export class Connection {
       return null;
     }
     ctx.events.emit('connect', { ...this.facts(), clamped: out.clamped, rejected: null });
-    this.schedule(ctx.clock.now());
+    this.liveness.setKeepAlive(out.effectiveKeepAlive, out.policy);
+    this.liveness.schedule(ctx.clock.now());
     this.forwarded();
     return out.frame;
   }
@@ -281,7 +281,7 @@ export class Connection {
         this.deadlines.probeSentAt = -1;
         this.ctx.stats.swallowedPingResps++;
         // The timer still waits for the probe timeout: bring it forward to the next probe.
-        this.schedule(this.ctx.clock.now());
+        this.liveness.schedule(this.ctx.clock.now());
         return null;
       }
     } else if (type === CONNACK) {
@@ -299,12 +299,12 @@ export class Connection {
     this.bytesToClient += bytes.length;
     this.ctx.stats.bytes[TO_CLIENT] += bytes.length;
     const now = (this.lastWriteToClient = this.ctx.clock.now());
-    if (this.acks.written(now) && this.acks.checkAt < this.timerAt) this.schedule(now);
+    this.liveness.noteWrite(now);
     if (!this.client.write(bytes)) {
       this.upstream.pause();
       if (this.deadlines.stallSince < 0) {
         this.deadlines.stallSince = now;
-        this.schedule(now);
+        this.liveness.schedule(now);
       }
     }
   }
@@ -318,6 +318,7 @@ export class Connection {
     if (out.adoptedKeepAlive !== undefined) {
       this.effectiveKeepAlive = out.adoptedKeepAlive;
       this.deadlines.allowedSilenceMs = out.allowedSilenceMs;
+      this.liveness.setKeepAlive(out.adoptedKeepAlive, policy);
     }
     return out.frame;
   }
@@ -431,34 +432,16 @@ export class Connection {
     this.finish();
   }
 
-  // ---- deadlines -------------------------------------------------------------
+  // ---- deadlines (the one timer lives in liveness-timer.ts) ------------------
 
-  /** Make sure the one timer fires no later than the earliest deadline. */
-  private schedule(now: number): void {
-    if (now >= this.acks.checkAt) {
-      const verdict = this.acks.check(now, this.ctx.readAckState(this.transport));
-      if (verdict !== null) {
-        this.end('tcp_user_timeout', verdict);
-        return;
-      }
-    }
-    const e = evaluate(this.deadlines, now);
-    if (e.verdict) {
-      this.end(e.verdict, null);
-      return;
-    }
-    if (e.probe) this.injectPing(now);
-    const at = Math.min(e.probe ? evaluate(this.deadlines, now).wakeAt : e.wakeAt, this.acks.checkAt);
-    if (at >= this.timerAt) return;
-    this.timer?.cancel();
-    this.timerAt = at;
-    this.timer = at === Infinity ? null : this.ctx.clock.setTimer(this.timerFired, at - now);
+  /** TimerHost: a deadline passed or a dead verdict was reached. */
+  expire(reason: Reason, detail: string | null): void {
+    if (this.reason === null) this.end(reason, detail);
   }
 
-  private onTimer(): void {
-    this.timer = null;
-    this.timerAt = Infinity;
-    if (this.reason === null) this.schedule(this.ctx.clock.now());
+  /** TimerHost: the upstream probe deadline. */
+  probeUpstream(now: number): void {
+    this.injectPing(now);
   }
 
   private injectPing(now: number): void {
@@ -537,15 +520,13 @@ export class Connection {
   }
 
   private clearTimer(): void {
-    this.timer?.cancel();
-    this.timer = null;
-    this.timerAt = 0; // no new timer after the end
+    this.liveness.stop(); // no new timer after the end
   }
 
   private finish(): void {
     if (this.state === 'closed') return;
     this.state = 'closed';
-    this.clearTimer();
+    this.liveness.close();
     this.cutTimer?.cancel();
     const now = this.endedAtMono || this.ctx.clock.now();
     const reason = this.reason ?? 'client_close';

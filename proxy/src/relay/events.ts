@@ -70,11 +70,37 @@ export interface RefusedEvent {
   detail: string | null;
 }
 
+/** What a suspicion is about: MQTT keep-alive silence, unanswered keep-alive probes, unacknowledged data. */
+export type SuspectKind = 'keepalive' | 'tcp_idle' | 'tcp_data';
+export const SUSPECT_KINDS: readonly SuspectKind[] = ['keepalive', 'tcp_idle', 'tcp_data'];
+
+/** A connection turned suspect (phase start) or evidence ended it (phase end); only a dead verdict ends a session. */
+export interface SuspectEvent extends ConnectionFacts {
+  kind: SuspectKind;
+  phase: 'start' | 'end';
+  /** Wall-clock ms of the onset (start) or of the evidence (end). */
+  at: number;
+  /** A dead verdict is being held (local health degraded). */
+  held: boolean;
+}
+
+/** Local health changed: many connections went silent together (degraded) or that passed. */
+export interface LocalHealthEvent {
+  degraded: boolean;
+  onsetsInWindow: number;
+  threshold: number;
+  heldNow: number;
+}
+
 export interface ProxyEventMap {
   connect: [ConnectEvent];
   close: [CloseEvent];
   reject: [RejectEvent];
   refused: [RefusedEvent];
+  suspect: [SuspectEvent];
+  localHealth: [LocalHealthEvent];
+  /** A connection's link estimate was updated on its timer: smoothed RTT (s) and loss (upper bound of q). */
+  linkEstimate: [rttSeconds: number, loss: number];
   frameError: [{ kind: string; code: string; direction: 'to_broker' | 'to_client' }];
 }
 

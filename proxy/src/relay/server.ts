@@ -9,7 +9,11 @@ import { listen } from '../net/listen.ts';
 import { systemClock, type Clock } from '../liveness/clock.ts';
 import { compileRules, type CompiledRule } from '../liveness/policy.ts';
 import type { Reason } from '../liveness/reasons.ts';
-import { applyTcpLiveness, tcpAckState } from '../liveness/tcp-options.ts';
+import { applyTcpLiveness, readTcpInfo, setTcpProbeTimers } from '../liveness/tcp-options.ts';
+import { livenessContextOf } from '../liveness/from-config.ts';
+import { FleetPrior } from '../liveness/link-estimate.ts';
+import type { LocalHealthListener } from '../liveness/local-health.ts';
+import type { Thresholds } from '../liveness/verdict-budget.ts';
 import { Connection, type ConnectionContext } from './connection.ts';
 import { ProxyEvents } from './events.ts';
 import { Admission, sourceOf, type LimitReason, type Ticket } from './limits.ts';
@@ -38,6 +42,13 @@ export class ProxyServer {
   private readonly ctx: ConnectionContext;
   private upstream: HostPort;
   private tcpFallbackWarned = false;
+  /** TCP_RTO_MAX_MS accepted by the kernel (Linux >= 6.15); false after the first refusal. */
+  private rtoMaxApplied = true;
+  /** What the fleet's links are like: the prior of every new connection's loss estimate. */
+  readonly fleet = new FleetPrior();
+  private readonly onHealth: LocalHealthListener;
+  /** Held verdicts counted by local-health instances replaced on reconfigure. */
+  private heldBefore = 0;
   /** Admission limits (config limits.*), checked before a socket costs anything. */
   readonly admission: Admission;
   private readonly refusals: RefusalLog;
@@ -52,6 +63,11 @@ export class ProxyServer {
   constructor(private readonly options: ProxyServerOptions) {
     const { config, log } = options;
     this.upstream = config.upstream;
+    this.onHealth = (degraded, info) => {
+      this.events.emit('localHealth', { degraded, ...info });
+      if (degraded) log.warn({ event: 'local_health', degraded, ...info }, 'many connections went silent together: TCP verdicts are held (suspect) and re-checked');
+      else log.info({ event: 'local_health', degraded, ...info }, 'local health recovered');
+    };
     this.ctx = {
       config,
       rules: compileRules(config.keepAlive, config.rules),
@@ -66,9 +82,13 @@ export class ProxyServer {
         return socket;
       },
       brokerAccepting: () => upstreamAccepting(this.upstream),
-      applyTcpLiveness: (socket) => this.applyTcp(socket),
-      readAckState: (transport) => (transport.tcpSocket ? tcpAckState(transport.tcpSocket) : null),
-      onClosed: (conn) => this.connections.delete(conn),
+      liveness: livenessContextOf(config, this.rtoMaxApplied, this.fleet, null, this.onHealth),
+      applyTcpLiveness: (socket, kernel) => this.applyTcp(socket, kernel),
+      readTcpInfo: (transport, into) => (transport.tcpSocket ? readTcpInfo(transport.tcpSocket, into) : false),
+      onClosed: (conn) => {
+        this.connections.delete(conn);
+        this.countOpen();
+      },
     };
     this.admission = new Admission(config.limits, this.ctx.clock);
     this.trusted = new TrustedSources(config.proxyProtocol.trusted);
@@ -92,17 +112,64 @@ export class ProxyServer {
     this.upstream = config.upstream;
     this.admission.setConfig(config.limits);
     this.trusted = new TrustedSources(config.proxyProtocol.trusted);
+    this.rebuildLiveness();
   }
 
-  private applyTcp(socket: net.Socket): void {
+  /** The liveness settings and shared parts for connections accepted from now on (the fleet prior is kept). */
+  private rebuildLiveness(): void {
+    this.heldBefore += this.ctx.liveness.shared.health?.counters.held ?? 0;
+    this.ctx.liveness = livenessContextOf(this.ctx.config, this.rtoMaxApplied, this.fleet, this.ctx.liveness.shared.health, this.onHealth);
+    this.countOpen();
+  }
+
+  private countOpen(): void {
+    const health = this.ctx.liveness.shared.health;
+    if (health) health.openConnections = this.connections.size;
+  }
+
+  /** Connections suspect now (keep-alive or TCP); O(connections), for scrapes. */
+  suspectCount(): number {
+    let n = 0;
+    for (const c of this.connections) if (c.liveness.keepAliveSuspectSince >= 0 || c.liveness.tcpState === 'suspect') n++;
+    return n;
+  }
+
+  /** Dead verdicts held so far (across reconfigures). */
+  heldVerdicts(): number {
+    return this.heldBefore + (this.localHealth?.counters.held ?? 0);
+  }
+
+  /** Many connections went silent together: TCP verdicts are being held. */
+  degraded(): boolean {
+    return this.localHealth?.isDegraded(this.ctx.clock.now()) ?? false;
+  }
+
+  /** Local health of the current settings (null: correlation off). */
+  get localHealth() {
+    return this.ctx.liveness.shared.health;
+  }
+
+  /**
+   * The kernel probes (this connection's jittered idle, interval); its kill switch (TCP_KEEPCNT,
+   * TCP_USER_TIMEOUT) is a backstop beyond every proxy verdict and beyond tcp.sendTimeout, so a
+   * paused reader behind a zero window (whose window probes count against TCP_USER_TIMEOUT on
+   * Linux >= 5.11) is judged by send_stall, not cut by the kernel.
+   */
+  private applyTcp(socket: net.Socket, kernel: Thresholds['kernel']): void {
     const tcp = this.ctx.config.tcp;
     if (!tcp.keepAlive) return;
+    const userTimeoutMs = Math.max(kernel.userTimeoutMs, Math.round(tcp.sendTimeout * 1000) + 10_000);
     const result = applyTcpLiveness(socket, {
-      idleSeconds: tcp.idle,
-      intervalSeconds: tcp.interval,
-      count: tcp.count,
-      userTimeoutMs: Math.round(tcp.userTimeout * 1000),
+      idleSeconds: kernel.idleSeconds,
+      intervalSeconds: kernel.intervalSeconds,
+      count: Math.min(127, Math.max(kernel.count, Math.ceil(userTimeoutMs / (kernel.intervalSeconds * 1000)))),
+      userTimeoutMs,
     });
+    if (result.mode === 'native' && this.rtoMaxApplied && setTcpProbeTimers(socket, { rtoMaxMs: kernel.rtoMaxMs }) !== null) {
+      // Older kernel: the 120 s retransmission ladder applies; thresholds for new connections say so.
+      this.rtoMaxApplied = false;
+      this.rebuildLiveness();
+    }
     if (result.mode === 'fallback' && !this.tcpFallbackWarned) {
       this.tcpFallbackWarned = true;
       this.options.log.warn({ error: result.error }, 'per-socket TCP keep-alive options unavailable; falling back to setKeepAlive (about idle + 10 s)');
@@ -217,6 +284,7 @@ export class ProxyServer {
       this.headers.delete(rawOf(transport.tcpSocket));
     }
     this.connections.add(new Connection(transport, this.ctx));
+    this.countOpen();
   }
 
   async listen(address: HostPort = this.ctx.config.listen): Promise<net.AddressInfo> {

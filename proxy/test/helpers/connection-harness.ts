@@ -9,7 +9,9 @@ import { defaultConfig } from '../../src/config/load.ts';
 import type { Config } from '../../src/config/types.ts';
 import { ManualClock } from '../../src/liveness/clock.ts';
 import { compileRules } from '../../src/liveness/policy.ts';
-import type { TcpAckState } from '../../src/liveness/tcp-options.ts';
+import type { TcpInfoSample } from '../../src/liveness/tcp-options.ts';
+import { livenessContextOf } from '../../src/liveness/from-config.ts';
+import { FleetPrior } from '../../src/liveness/link-estimate.ts';
 import { Connection, type ConnectionContext } from '../../src/relay/connection.ts';
 import { ProxyEvents, type CloseEvent, type ConnectEvent } from '../../src/relay/events.ts';
 import { TrafficStats } from '../../src/relay/stats.ts';
@@ -21,6 +23,8 @@ export interface HarnessOptions {
   upstreamConnects?: boolean;
   /** The client end reads what it is sent (default); false: it never reads (a frozen client). */
   clientReads?: boolean;
+  /** Fake TCP_INFO from the start (default: none, the TCP check is then off for the connection). */
+  tcpInfo?: TcpInfoSample;
 }
 
 export interface Harness {
@@ -40,11 +44,12 @@ export interface Harness {
   clientGotEnd(): boolean;
   brokerGotEnd(): boolean;
   connects: ConnectEvent[];
+  events: ProxyEvents;
   closes: CloseEvent[];
   /** For each close event: whether the broker side was already ended or destroyed when it was emitted. */
   brokerSideDoneAtClose: boolean[];
-  /** What the fake TCP_INFO says (null: not available). */
-  ackState: TcpAckState | null;
+  /** What the fake TCP_INFO says (null: not available); the Connection reads it on its timer. */
+  tcpInfo: TcpInfoSample | null;
   /** What the "is the broker still accepting?" check answers. */
   brokerAlive: boolean;
   /** Let the streams deliver what was written. */
@@ -78,12 +83,17 @@ export function connectionHarness(options: HarnessOptions = {}): Harness {
     events,
     connectUpstream: () => upstream,
     brokerAccepting: () => Promise.resolve(h.brokerAlive),
+    liveness: livenessContextOf(config, true, new FleetPrior(), null, null),
     applyTcpLiveness: () => {},
-    readAckState: () => h.ackState,
+    readTcpInfo: (_transport, into) => {
+      if (h.tcpInfo === null) return false;
+      Object.assign(into, h.tcpInfo);
+      return true;
+    },
     onClosed: () => {},
   };
   Object.assign(h, {
-    clock, config, stats, client, broker, clientStream, upstream,
+    clock, config, stats, events, client, broker, clientStream, upstream,
     toClient: () => Buffer.concat(received.client),
     toBroker: () => Buffer.concat(received.broker),
     clientGotEnd: () => ended.client,
@@ -91,7 +101,7 @@ export function connectionHarness(options: HarnessOptions = {}): Harness {
     connects: [] as ConnectEvent[],
     closes: [] as CloseEvent[],
     brokerSideDoneAtClose: [] as boolean[],
-    ackState: null,
+    tcpInfo: options.tcpInfo ?? null,
     brokerAlive: true,
     settle: async () => {
       for (let i = 0; i < 10; i++) await new Promise((r) => setImmediate(r));
