@@ -8,24 +8,6 @@ export default tseslint.config(
     // Build output, coverage, caches and generated or data JSON.
     ignores: ['node_modules/', 'dist/', 'coverage/', '.tap/', '.cache/', 'bench-results/', '**/*.json'],
   },
-  {
-    // TODO(lead): lint after the liveness/listener branches merge. These files were being edited on other
-    // branches when lint was introduced; remove this block and fix what `npx eslint .` reports in them.
-    ignores: [
-      'proxy/src/relay/connection.ts',
-      'proxy/src/relay/server.ts',
-      'proxy/src/relay/tls.ts',
-      'proxy/src/app.ts',
-      'proxy/src/config/schema.ts',
-      'proxy/src/metrics.ts',
-      'proxy/src/metrics/*',
-      'proxy/src/admin/server.ts',
-      'proxy/src/events/connection-identity.ts',
-      'proxy/src/listeners/*',
-      'proxy/src/liveness/*',
-      'proxy/src/cli.ts',
-    ],
-  },
   js.configs.recommended,
   tseslint.configs.recommendedTypeChecked,
   {

@@ -76,7 +76,7 @@ export function sslFacts(socket: tls.TLSSocket): Omit<SslTlv, 'tls'> {
 
 function unmapped(address: string): string {
   const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
-  return m ? m[1]! : address;
+  return m ? m[1] : address;
 }
 
 function writeIPv4(b: Buffer, at: number, a: string): void {
@@ -87,8 +87,8 @@ function writeIPv6(b: Buffer, at: number, a: string): void {
   let text = a;
   const dotted = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
   if (dotted) {
-    const o = dotted[1]!.split('.').map(Number);
-    text = `${text.slice(0, -dotted[1]!.length)}${((o[0]! << 8) | o[1]!).toString(16)}:${((o[2]! << 8) | o[3]!).toString(16)}`;
+    const o = dotted[1].split('.').map(Number);
+    text = `${text.slice(0, -dotted[1].length)}${((o[0] << 8) | o[1]).toString(16)}:${((o[2] << 8) | o[3]).toString(16)}`;
   }
   const [head, tail] = text.includes('::') ? (text.split('::') as [string, string]) : [text, ''];
   const h = head ? head.split(':') : [];

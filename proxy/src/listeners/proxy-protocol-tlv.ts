@@ -53,7 +53,7 @@ export function decodeTlvs(area: Buffer): { list: ProxyTlv[]; ssl: SslTlv | null
       const sub = subs.find((t) => t.type === type);
       return sub ? sub.value.toString('utf8') : null;
     };
-    const client = record.value[0]!;
+    const client = record.value[0];
     ssl = {
       tls: (client & PP2_CLIENT.SSL) !== 0,
       clientCertificate: (client & PP2_CLIENT.CERT_CONN) !== 0,
@@ -71,8 +71,8 @@ function walk(area: Buffer): ProxyTlv[] | string {
   for (let at = 0; at < area.length;) {
     if (at + 3 > area.length) return `TLV header at offset ${at} is truncated`;
     const length = area.readUInt16BE(at + 1);
-    if (at + 3 + length > area.length) return `TLV 0x${area[at]!.toString(16)} of ${length} bytes runs past the header`;
-    list.push({ type: area[at]!, value: area.subarray(at + 3, at + 3 + length) });
+    if (at + 3 + length > area.length) return `TLV 0x${area[at].toString(16)} of ${length} bytes runs past the header`;
+    list.push({ type: area[at], value: area.subarray(at + 3, at + 3 + length) });
     at += 3 + length;
   }
   return list;

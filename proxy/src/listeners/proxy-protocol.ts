@@ -116,11 +116,11 @@ export class ProxyHeaderParser {
     const sig = Math.min(buf.length, V2_SIGNATURE.length);
     if (buf.compare(V2_SIGNATURE, 0, sig, 0, sig) !== 0) return error('not_proxy_protocol', 'the connection does not start with a PROXY protocol header');
     if (buf.length < 16) return NEED_MORE;
-    const verCmd = buf[12]!;
+    const verCmd = buf[12];
     if (verCmd >> 4 !== 2) return error('v2_bad_version', `PROXY v2 version nibble ${verCmd >> 4}, expected 2`);
     const cmd = verCmd & 0x0f;
     if (cmd > 1) return error('v2_bad_command', `PROXY v2 command ${cmd} is neither LOCAL (0) nor PROXY (1)`);
-    const famProto = buf[13]!;
+    const famProto = buf[13];
     const fam = famProto >> 4;
     const proto = famProto & 0x0f;
     if (fam > 3 || proto > 2) return error('v2_bad_family', `PROXY v2 family/protocol byte 0x${famProto.toString(16)} is not defined`);
@@ -136,7 +136,7 @@ export class ProxyHeaderParser {
     const header: ProxyHeader = {
       version: 2,
       command: cmd === 0 ? 'local' : 'proxy',
-      family: FAMILY_NAMES[fam]!,
+      family: FAMILY_NAMES[fam],
       source: null,
       destination: null,
       tlvs: tlvs.list,

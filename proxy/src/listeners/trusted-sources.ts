@@ -20,7 +20,7 @@ export class TrustedSources {
       if (family === 0 || extra !== undefined || !(prefix >= 0 && prefix <= max)) {
         throw new Error(`proxyProtocol.trusted: ${JSON.stringify(entry)} is not an IPv4/IPv6 address or CIDR (e.g. 10.0.0.0/8, fd00::/8)`);
       }
-      this.list.addSubnet(address!, prefix, type);
+      this.list.addSubnet(address, prefix, type);
     }
     this.size = cidrs.length;
   }

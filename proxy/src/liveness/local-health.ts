@@ -72,7 +72,7 @@ export class LocalHealth {
       this.bucketIds[i] = id;
       this.counts[i] = 0;
     }
-    this.counts[i]!++;
+    this.counts[i]++;
     this.update(now);
   }
 
@@ -81,8 +81,8 @@ export class LocalHealth {
     const to = Math.floor(now / this.opts.bucketMs);
     let sum = 0;
     for (let i = 0; i < this.counts.length; i++) {
-      const id = this.bucketIds[i]!;
-      if (id >= from && id <= to) sum += this.counts[i]!;
+      const id = this.bucketIds[i];
+      if (id >= from && id <= to) sum += this.counts[i];
     }
     return sum;
   }

@@ -108,7 +108,8 @@ const errnoNames = new Map<number, string>(
 );
 
 function fdOf(socket: net.Socket): number {
-  const fd: unknown = (socket as any)._handle?.fd;
+  // Node keeps the fd on its internal handle; it is not public API.
+  const fd: unknown = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
   return typeof fd === 'number' && fd >= 0 ? fd : -1;
 }
 
@@ -122,7 +123,7 @@ function setInt(f: Ffi, fd: number, level: number, name: number, value: number, 
 
 function getInt(f: Ffi, fd: number, level: number, name: number): number | null {
   lenVal[0] = 4;
-  return f.getsockopt(fd, level, name, intVal, lenVal) === 0 ? intVal[0]! : null;
+  return f.getsockopt(fd, level, name, intVal, lenVal) === 0 ? intVal[0] : null;
 }
 
 /**
@@ -189,7 +190,7 @@ export interface TcpAckState {
 // Kept for the existing check in connection.ts: one TCP_INFO read, the two fields it needs.
 export function tcpAckState(socket: net.Socket): TcpAckState | null {
   if (!fillTcpInfo(socket)) return null;
-  return { unacked: tcpInfo[TCPI_UNACKED]!, msSinceLastAck: tcpInfo[TCPI_LAST_ACK_RECV]! };
+  return { unacked: tcpInfo[TCPI_UNACKED], msSinceLastAck: tcpInfo[TCPI_LAST_ACK_RECV] };
 }
 
 /** The struct tcp_info fields the liveness model reads. Times in ms unless the name says us. */
@@ -232,7 +233,7 @@ function fillTcpInfo(socket: net.Socket): boolean {
   if (!f || fd < 0) return false;
   lenVal[0] = tcpInfo.byteLength;
   if (f.getsockopt(fd, IPPROTO_TCP, TCP_INFO, tcpInfo, lenVal) !== 0) return false;
-  return lenVal[0]! >= TCPI_MIN_LEN;
+  return lenVal[0] >= TCPI_MIN_LEN;
 }
 
 /**

@@ -29,8 +29,8 @@ export function kernelKeepAliveProbes(file = '/proc/net/netstat'): number {
   try {
     const lines = readFileSync(file, 'utf8').split('\n').filter((l) => l.startsWith('TcpExt:'));
     if (lines.length < 2) return NaN;
-    const names = lines[0]!.split(' ');
-    const values = lines[1]!.split(' ');
+    const names = lines[0].split(' ');
+    const values = lines[1].split(' ');
     const i = names.indexOf('TCPKeepAlive');
     return i < 0 ? NaN : Number(values[i]);
   } catch {

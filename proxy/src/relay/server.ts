@@ -7,7 +7,7 @@ import type { Config } from '../config/types.ts';
 import { formatHostPort, type HostPort } from '../config/types.ts';
 import { listen } from '../net/listen.ts';
 import { systemClock, type Clock } from '../liveness/clock.ts';
-import { compileRules, type CompiledRule } from '../liveness/policy.ts';
+import { compileRules } from '../liveness/policy.ts';
 import type { Reason } from '../liveness/reasons.ts';
 import { applyTcpLiveness, readTcpInfo, setTcpProbeTimers } from '../liveness/tcp-options.ts';
 import { livenessContextOf } from '../liveness/from-config.ts';

@@ -153,13 +153,13 @@ function load(config: TlsConfig): { options: tls.SecureContextOptions & tls.TlsO
   try {
     tls.createSecureContext(options); // key mismatch, bad PEM
   } catch (err) {
-    throw new Error(`${config.cert} / ${config.key}${ca ? ` / ${config.ca}` : ''}: ${(err as Error).message}`);
+    throw new Error(`${config.cert} / ${config.key}${ca ? ` / ${config.ca}` : ''}: ${(err as Error).message}`, { cause: err });
   }
   let x509: X509Certificate;
   try {
     x509 = new X509Certificate(cert);
   } catch (err) {
-    throw new Error(`${config.cert}: ${(err as Error).message}`);
+    throw new Error(`${config.cert}: ${(err as Error).message}`, { cause: err });
   }
   return {
     options,
@@ -172,6 +172,6 @@ function read(file: string | null, key: string): Buffer {
   try {
     return readFileSync(file);
   } catch (err) {
-    throw new Error(`${key} ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    throw new Error(`${key} ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
   }
 }
