@@ -67,11 +67,11 @@ const BREAKAGES: Breakage[] = [
   {
     // Breaks: the proxy's own unacknowledged-data verdict (TCP_INFO), ahead of the kernel's slower abort.
     name: 'tcp-info-check',
-    what: 'the proxy never reads TCP_INFO for unacknowledged data (the kernel\'s own TCP_USER_TIMEOUT alone decides)',
-    file: CONNECTION,
-    where: 'Connection.schedule, the ack-watch check (to become connection-liveness onSample)',
-    edits: [['this.acks.check(now, this.ctx.readAckState(this.transport))', 'this.acks.check(now, null)']],
-    tests: [T('connection'), T('liveness-cable')],
+    what: 'the proxy never reads TCP_INFO (the kernel\'s backstop timers alone decide, far later)',
+    file: 'proxy/src/relay/server.ts',
+    where: 'ProxyServer constructor, ctx.readTcpInfo',
+    edits: [['readTcpInfo: (transport, into) => (transport.tcpSocket ? readTcpInfo(transport.tcpSocket, into) : false),', 'readTcpInfo: (transport, into) => (transport.tcpSocket ? false && readTcpInfo(transport.tcpSocket, into) : false),']],
+    tests: [T('liveness-cable')],
   },
   {
     // Breaks: a client whose PINGREQ is a little late is cut at exactly the keep-alive.
@@ -88,7 +88,7 @@ const BREAKAGES: Breakage[] = [
     what: 'the PINGRESP to a PINGREQ the proxy injected is forwarded to the client',
     file: CONNECTION,
     where: 'Connection.brokerHeld, the PINGRESP branch (answeredProxy)',
-    edits: [['        this.schedule(this.ctx.clock.now());\n        return null;', '        this.schedule(this.ctx.clock.now());\n        return frame;']],
+    edits: [['        this.liveness.schedule(this.ctx.clock.now());\n        return null;', '        this.liveness.schedule(this.ctx.clock.now());\n        return frame;']],
     tests: [T('connection'), T('pingresp-interleave')],
   },
   {
@@ -140,13 +140,13 @@ const BREAKAGES: Breakage[] = [
   },
   // The Connection's parts, each alone.
   {
-    // Breaks: the ack watch's own verdict condition (the unit the TCP_INFO check relies on).
-    name: 'ack-watch-verdict',
-    what: 'the ack watch never gives a verdict, however long data stays unacknowledged',
-    file: 'proxy/src/relay/ack-watch.ts',
-    where: 'AckWatch.check, the verdict condition',
-    edits: [['    if (state.msSinceLastAck >= limit && now - this.since >= limit) {', '    if (state.msSinceLastAck >= limit && now - this.since >= limit + Infinity) {']],
-    tests: [T('relay-parts'), T('connection')],
+    // Breaks: a dead verdict of the TCP-silence check (proxy/src/liveness/tcp-verdict.ts) never ends the connection.
+    name: 'tcp-dead-ignored',
+    what: 'the connection\'s timer reads a dead TCP verdict and carries on',
+    file: 'proxy/src/relay/liveness-timer.ts',
+    where: 'LivenessTimer.checkTcp, the dead branch',
+    edits: [["    if (state === 'dead' && reason !== null) {", "    if (state === 'dead' && reason !== null && now < 0) {"]],
+    tests: [T('connection'), T('liveness-cable')],
   },
   {
     // Breaks: PINGRESPs answer PINGREQs in order; the client's own PINGRESP is swallowed as the proxy's.
