@@ -22,7 +22,7 @@ import { execFileSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { clockTicks, fileLimits } from './lib/proc.ts';
-import { ROOT, directService, startMosquitto, startNodeRelay, startProxy, startSocat, type Service, type TargetName } from './lib/services.ts';
+import { ROOT, directService, startMosquitto, startNodeRelay, startHaproxy, startProxy, startSocat, type Service, type TargetName } from './lib/services.ts';
 import { round } from './lib/stats.ts';
 import { CFG, OUT, SCENARIOS, TARGETS, log, opts } from './measure/context.ts';
 import { measureThroughput } from './measure/throughput.ts';
@@ -47,6 +47,7 @@ const results: Results = { throughput: {}, latency: {}, fanin: {}, idle: {} };
 async function startTarget(name: TargetName, broker: Service): Promise<Service> {
   if (name === 'direct') return directService(broker);
   if (name === 'socat') return startSocat(broker);
+  if (name === 'haproxy') return startHaproxy(broker);
   const profDir = path.join(ROOT, 'bench-results/profiles', name);
   if (opts.profile) mkdirSync(profDir, { recursive: true });
   if (opts['heap-snapshot']) mkdirSync(profDir, { recursive: true });

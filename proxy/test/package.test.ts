@@ -16,6 +16,7 @@ import { PACKAGE_ROOT } from '../src/broker/supervisor.ts';
 import { defaultConfig } from '../src/config/load.ts';
 import { freePort, startMosquitto } from './helpers/mosquitto.ts';
 import { connectClient, eventually, nextMessages } from './helpers/clients.ts';
+import { binNodeFlags } from '../bench/lib/services.ts';
 
 t.setTimeout(10 * 60_000);
 
@@ -95,6 +96,9 @@ t.test('the installed tarball answers --version and relays MQTT to a real Mosqui
     t.teardown(() => { process.off('exit', kill); if (proc.exitCode === null) proc.kill('SIGKILL'); });
     const ready = await eventually(() => request(`http://127.0.0.1:${admin}/readyz`).then((r) => { void r.body.dump().catch(() => undefined); return r.statusCode === 200; }, () => false), 30_000, `/readyz (${output()})`);
     t.ok(ready, `--broker ${mode}: /readyz 200`);
+    // npm's bin link keeps the shebang's node flags (launch-flags.test.ts): node got them.
+    const argv = readFileSync(`/proc/${proc.pid}/cmdline`, 'utf8').split('\0');
+    for (const flag of binNodeFlags(path.join(installed, pkg.bin['mqtt-liveness-proxy']))) t.ok(argv.includes(flag), `--broker ${mode}: node runs with ${flag}`);
     const url = `mqtt://127.0.0.1:${listen}`;
     const [sub, pub] = [await connectClient(url, { clientId: `pkg-sub-${mode}` }), await connectClient(url, { clientId: `pkg-pub-${mode}` })];
     await sub.subscribeAsync('package/test', { qos: 1 });

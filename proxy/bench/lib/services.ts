@@ -1,10 +1,10 @@
 /**
  * The processes under test, each on a free loopback port: Mosquitto, the proxy
- * (its own process, as shipped), a minimal Node pipe relay and socat. Every
- * process is ended by its own pid.
+ * (its own process, started the way its bin starts it), a minimal Node pipe
+ * relay, socat and HAProxy. Every process is ended by its own pid.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileLimits, treeTicks } from './proc.ts';
@@ -18,7 +18,7 @@ export { freePort };
 
 export const ROOT = PACKAGE_ROOT;
 
-export type TargetName = 'direct' | 'node-relay' | 'socat' | 'proxy';
+export type TargetName = 'direct' | 'node-relay' | 'socat' | 'haproxy' | 'proxy';
 
 export interface Service {
   name: string;
@@ -149,14 +149,60 @@ export async function startSocat(upstream: Service, host = '127.0.0.1'): Promise
   return svc;
 }
 
-/** The proxy as shipped (bin -> tsx -> cli), with optional extra node flags (--cpu-prof). */
+/**
+ * Debian's HAProxy as a plain TCP relay: one thread, no keep-alive probes (a
+ * throughput anchor, not a liveness one), Nagle off both ways like the others.
+ */
+export async function startHaproxy(upstream: Service, host = '127.0.0.1'): Promise<Service> {
+  const binary = findExecutable('haproxy');
+  if (!binary) throw new Error('haproxy is not installed');
+  const port = await freePort(host);
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'mlp-bench-haproxy-'));
+  const cfg = path.join(dir, 'haproxy.cfg');
+  writeFileSync(cfg, [
+    'global',
+    '  nbthread 1',
+    '  maxconn 4000',
+    'defaults',
+    '  mode tcp',
+    '  timeout connect 5s',
+    // Beyond any run: only the clients end a session.
+    '  timeout client 1h',
+    '  timeout server 1h',
+    'frontend mqtt',
+    `  bind ${host}:${port}`,
+    '  default_backend broker',
+    'backend broker',
+    `  server mosquitto ${upstream.host}:${upstream.port}`,
+    '',
+  ].join('\n'));
+  const proc = spawn(binary, ['-db', '-f', cfg], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const svc = service('haproxy', host, port, proc, false, () => rmSync(dir, { recursive: true, force: true }));
+  await waitForPort(host, port, 10_000, proc);
+  return svc;
+}
+
+export const PROXY_BIN = path.join(ROOT, 'proxy/bin/mqtt-liveness-proxy.js');
+
+/**
+ * The node flags the bin's shebang carries (`#!/usr/bin/env -S node FLAGS`), so
+ * the bench runs the proxy with exactly the flags a user's launch gets, plus its own.
+ */
+export function binNodeFlags(bin = PROXY_BIN): string[] {
+  const first = readFileSync(bin, 'utf8').split('\n', 1)[0];
+  const m = /^#!\S*env -S node((?: \S+)*)\s*$/.exec(first);
+  return m ? m[1].split(' ').filter(Boolean) : [];
+}
+
+/** The proxy as shipped (bin -> dist/cli with the bin's node flags), with optional extra node flags (--cpu-prof). */
 export async function startProxy(upstream: Service, options: { nodeFlags?: string[]; host?: string; extraArgs?: string[] } = {}): Promise<Service> {
   const host = options.host ?? '127.0.0.1';
   const port = await freePort(host);
   const admin = await freePort(host);
   const proc = spawn(process.execPath, [
+    ...binNodeFlags(),
     ...(options.nodeFlags ?? []),
-    path.join(ROOT, 'proxy/bin/mqtt-liveness-proxy.js'),
+    PROXY_BIN,
     '--listen', `${host}:${port}`,
     '--upstream', `${upstream.host}:${upstream.port}`,
     '--admin', `${host}:${admin}`,

@@ -63,7 +63,7 @@ export const CFG = {
 };
 export const SIZES = (opts.sizes ?? '64,16384').split(',').map(Number);
 export const SCENARIOS = (opts.only ?? 'throughput,latency,fanin,idle').split(',');
-export const TARGETS = (opts.targets ?? 'direct,node-relay,socat,proxy').split(',') as TargetName[];
+export const TARGETS = (opts.targets ?? 'direct,node-relay,socat,haproxy,proxy').split(',') as TargetName[];
 export const OUT = path.resolve(ROOT, opts.out ?? 'bench-results/latest.json');
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

@@ -30,6 +30,18 @@ export function evaluateTargets(results: Results): TargetCheck[] {
     const ratio = t?.proxy?.cpuVsNodeRelay;
     add(`CPU per message ${label}: proxy / node-relay`, ratio, '<= 1.5x', (v) => v <= 1.5, (v) => `${v.toFixed(2)}x`);
   }
+  // Issue 13's anchor: Debian's HAProxy, one thread, TCP mode.
+  for (const [size, label] of [['64', '64 B'], ['16384', '16 KiB']] as const) {
+    const t = results.throughput[size];
+    add(`throughput ${label}: proxy / haproxy`, t?.proxy?.vsHaproxy, '>= 100%', (v) => v >= 1, (v) => `${(v * 100).toFixed(1)}%`);
+    add(`CPU per message ${label}: proxy / haproxy`, t?.proxy?.cpuVsHaproxy, '<= 1.1x', (v) => v <= 1.1, (v) => `${v.toFixed(2)}x`);
+    const lost = t?.proxy && t.haproxy ? t.proxy.lostShare - t.haproxy.lostShare : null;
+    add(`flood ${label}: share written but not received, proxy - haproxy`, lost, '<= 0.5 points', (v) => v <= 0.005, (v) => `${(v * 100).toFixed(2)} points`);
+  }
+  {
+    const l = results.latency;
+    add('p99 latency: proxy - haproxy', l.proxy && l.haproxy ? l.proxy.latencyMs.p99 - l.haproxy.latencyMs.p99 : null, '<= 0 ms', (v) => v <= 0, (v) => `${v.toFixed(3)} ms`);
+  }
   {
     const l = results.latency;
     const ratio = l.proxy?.cpuPerMillion && l['node-relay']?.cpuPerMillion ? l.proxy.cpuPerMillion / l['node-relay'].cpuPerMillion : null;
@@ -63,6 +75,9 @@ export function renderTable(results: Results, checks: TargetCheck[]): string {
     line(`  MB/s (payload)`, (c) => cell(t[c] ? (t[c].rate * Number(size)) / 1e6 : null, (v) => v.toFixed(1)));
     line(`  relay CPU s per M msgs`, (c) => cell(t[c]?.cpuPerMillion, (v) => v.toFixed(2)));
     line(`  relay CPU vs node-relay`, (c) => cell(t[c]?.cpuVsNodeRelay, (v) => `${v.toFixed(2)}x`));
+    line(`  relay CPU vs haproxy`, (c) => cell(t[c]?.cpuVsHaproxy, (v) => `${v.toFixed(2)}x`));
+    line(`  vs haproxy (median of per-round ratios)`, (c) => cell(t[c]?.vsHaproxy, (v) => `${(v * 100).toFixed(1)}%`));
+    line(`  written but not received % (rounds)`, (c) => cell(t[c]?.lostShares.length, () => t[c]!.lostShares.map((v) => (v * 100).toFixed(1)).join('/')));
     line(`  mosquitto CPU s per M msgs`, (c) => cell(t[c]?.mosquittoCpuPerMillion, (v) => v.toFixed(2)));
     line(`  machine busy cores (of ${CORES})`, (c) => cell(t[c]?.machineBusyCores, (v) => v.toFixed(2)));
     line(`  cores used by others (worst round)`, (c) => cell(t[c]?.foreignCores, (v) => v.toFixed(2)));

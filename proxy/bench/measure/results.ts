@@ -21,6 +21,12 @@ export interface ThroughputResult {
   vsDirect: number | null;
   /** Median over rounds of this target's CPU per message / the node relay's in the same round. */
   cpuVsNodeRelay: number | null;
+  /** The same two ratios against HAProxy (the anchor of issue 13's targets). */
+  vsHaproxy: number | null;
+  cpuVsHaproxy: number | null;
+  /** Median over rounds of (written - received) / written in the measured window, and each round's. */
+  lostShare: number;
+  lostShares: number[];
 }
 
 export interface IdleResult {

@@ -20,6 +20,8 @@ interface ThroughputRun {
   /** Cores used by processes outside this benchmark meanwhile. */
   foreignCores: number;
   received: number;
+  /** Messages the publisher wrote in the same window. */
+  sent: number;
   seconds: number;
 }
 
@@ -56,6 +58,7 @@ async function throughputOnce(svc: Service, broker: Service, payloadSize: number
       machineSoftirq: machine.softirq,
       foreignCores: foreign.measure().foreign,
       received,
+      sent: p1.count - p0.count,
       seconds: (s1.t - s0.t) / 1000,
     };
   } finally {
@@ -84,6 +87,7 @@ export async function measureThroughput(services: Map<TargetName, Service>, brok
     for (const [name, rs] of runs) {
       const direct = runs.get('direct');
       const relay = runs.get('node-relay');
+      const haproxy = runs.get('haproxy');
       const perMillion = (r: ThroughputRun): number | null => (r.cpu === null ? null : r.cpu / (r.received / 1e6));
       results.throughput[key][name] = {
         payloadSize: size,
@@ -94,6 +98,12 @@ export async function measureThroughput(services: Map<TargetName, Service>, brok
         sendRate: median(rs.map((r) => r.sendRate)),
         cpuPerMillion: rs[0].cpu === null ? null : median(rs.map((r) => perMillion(r)!)),
         cpuVsNodeRelay: relay && rs[0].cpu !== null ? median(rs.map((r, i) => perMillion(r)! / perMillion(relay[i])!)) : null,
+        vsHaproxy: haproxy ? median(rs.map((r, i) => r.rate / haproxy[i].rate)) : null,
+        cpuVsHaproxy: haproxy && rs[0].cpu !== null ? median(rs.map((r, i) => perMillion(r)! / perMillion(haproxy[i])!)) : null,
+        // Written minus received in the same window: what Mosquitto dropped for a
+        // slow subscriber, give or take what sits in socket buffers at either edge.
+        lostShare: median(rs.map((r) => (r.sent - r.received) / r.sent)),
+        lostShares: rs.map((r) => (r.sent - r.received) / r.sent),
         mosquittoCpuPerMillion: median(rs.map((r) => r.brokerCpu / (r.received / 1e6))),
         loadCpuPerMillion: median(rs.map((r) => r.loadCpu / (r.received / 1e6))),
         machineBusyCores: median(rs.map((r) => r.machineBusy)),
