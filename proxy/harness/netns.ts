@@ -38,9 +38,10 @@ export function run(cmd: string, args: string[], input?: string): Promise<string
   });
 }
 
-const quiet = <T>(p: Promise<T>): Promise<T | undefined> => p.catch(() => undefined);
+/** A promise whose failure does not matter (cleanup of what may already be gone). */
+export const quiet = <T>(p: Promise<T>): Promise<T | undefined> => p.catch(() => undefined);
 
-function pidAlive(pid: number): boolean {
+export function pidAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

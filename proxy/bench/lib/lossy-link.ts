@@ -9,29 +9,11 @@
  * No tc/netem needed. Every process started in a namespace is killed, and every
  * namespace deleted, on destroy() and on process exit.
  */
-import { execFile, execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { once } from 'node:events';
+import { pidAlive, quiet, run } from '../../harness/netns.ts';
 
-export function run(cmd: string, args: string[], input?: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = execFile(cmd, args, (err, stdout, stderr) => {
-      if (err) reject(new Error(`\`${cmd} ${args.join(' ')}\` failed (${err.code ?? err.signal}): ${stderr}${stdout}`.trim()));
-      else resolve(stdout);
-    });
-    child.stdin?.on('error', () => {}).end(input ?? '');
-  });
-}
-
-const quiet = <T>(p: Promise<T>): Promise<T | undefined> => p.catch(() => undefined);
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code !== 'ESRCH';
-  }
-}
+export { run };
 
 let swept = false;
 /** Delete namespaces of earlier runs whose process is gone (same naming as test/helpers/netns.ts). */
