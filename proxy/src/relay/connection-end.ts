@@ -134,7 +134,16 @@ export class ConnectionEnd {
     this.cutTimer = this.ctx.clock.setTimer(() => this.cut(), ms);
   }
 
-  // ---- stream errors and closes ------------------------------------------------
+  // ---- the upstream, stream errors and closes ------------------------------------
+
+  onUpstreamConnect(): void {
+    this.upstreamState = 'connected';
+  }
+
+  /** What a client is told when the broker cannot be reached (config brokerUnreachable): a refusing CONNACK, or nothing. */
+  unreachableAnswer(protocolVersion: number): Buffer | null {
+    return this.ctx.config.brokerUnreachable === 'connack' ? brokerUnreachableConnack(protocolVersion) : null;
+  }
 
   onClientError(err: NodeJS.ErrnoException): void {
     if (this.reason !== null) return;

@@ -8,8 +8,10 @@
  *
  * The parts with rules of their own live beside it: handshake.ts (CONNECT and
  * CONNACK), ping-ledger.ts (whose PINGRESP), liveness-timer.ts (the one timer,
- * the deadlines and the liveness model: alive -> suspect -> dead), close-reason.ts (which reason, which DISCONNECT to whom) and connection-end.ts
- * (half-close, linger, cut, the close event). This class wires them to the two streams it is given: the client's (ClientTransport) and the
+ * the deadlines and the liveness model: alive -> suspect -> dead),
+ * close-reason.ts (which reason, which DISCONNECT to whom) and connection-end.ts
+ * (half-close, linger, cut, the close event). This class wires them to the two
+ * streams it is given: the client's (ClientTransport) and the
  * upstream one from ctx.connectUpstream(), which must emit 'connect' once
  * connected (a net.Socket does; an in-memory stream in a test emits it itself)
  * and 'error' when it cannot connect.
@@ -24,7 +26,7 @@ import { TO_BROKER, TO_CLIENT } from './stats.ts';
 import type { ConnectionFacts } from './events.ts';
 import type { ConnectionContext } from './connection-context.ts';
 import type { ClientTransport } from './transport.ts';
-import { brokerUnreachableConnack, handleConnack, handleConnect } from './handshake.ts';
+import { handleConnack, handleConnect } from './handshake.ts';
 import { PingLedger } from './ping-ledger.ts';
 import { LivenessTimer } from './liveness-timer.ts';
 import { BROKER, CLIENT, ConnectionEnd } from './connection-end.ts';
@@ -107,7 +109,7 @@ export class Connection {
     client.on('close', onStreamClose);
     client.on('drain', this.onClientDrain.bind(this));
 
-    upstream.on('connect', this.onUpstreamConnect.bind(this));
+    upstream.on('connect', ending.onUpstreamConnect.bind(ending));
     upstream.on('data', this.onBrokerData.bind(this));
     upstream.on('end', ending.onBrokerEnd.bind(ending));
     upstream.on('error', ending.onUpstreamError.bind(ending));
@@ -223,7 +225,7 @@ export class Connection {
     d.probeTimeoutMs = out.probeTimeoutMs;
     if (this.ending.upstreamState === 'failed') {
       this.state = 'refused';
-      this.ending.refuse(this.unreachableAnswer(info.protocolVersion), 'broker_unreachable', 'upstream connection failed');
+      this.ending.refuse(this.ending.unreachableAnswer(info.protocolVersion), 'broker_unreachable', 'upstream connection failed');
       return null;
     }
     ctx.events.emit('connect', { ...this.facts(), clamped: out.clamped, rejected: null });
@@ -305,7 +307,7 @@ export class Connection {
     return out.frame;
   }
 
-  // ---- flow control and half-close ------------------------------------------
+  // ---- flow control ------------------------------------------------------------
 
   private onClientDrain(): void {
     this.deadlines.stallSince = -1;
@@ -314,10 +316,6 @@ export class Connection {
 
   private onUpstreamDrain(): void {
     this.client.resume();
-  }
-
-  private onUpstreamConnect(): void {
-    this.ending.upstreamState = 'connected';
   }
 
   // ---- deadlines (the one timer lives in liveness-timer.ts) ------------------
@@ -345,11 +343,6 @@ export class Connection {
   }
 
   // ---- ending (the rules live in connection-end.ts) ----------------------------
-
-  /** What a client is told when the broker cannot be reached (config brokerUnreachable): a refusing CONNACK, or nothing. */
-  private unreachableAnswer(protocolVersion: number): Buffer | null {
-    return this.ctx.config.brokerUnreachable === 'connack' ? brokerUnreachableConnack(protocolVersion) : null;
-  }
 
   /**
    * End both sides for a reason decided here or by the server (shutdown,
