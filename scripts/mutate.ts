@@ -46,6 +46,7 @@ interface Breakage {
 // ---- the table: every breakage and its patterns, one entry each -----------------
 
 const CONNECTION = 'proxy/src/relay/connection.ts';
+const CONNECTION_END = 'proxy/src/relay/connection-end.ts';
 const T = (name: string): string => `proxy/test/${name}.test.ts`;
 
 const BREAKAGES: Breakage[] = [
@@ -95,8 +96,8 @@ const BREAKAGES: Breakage[] = [
     // Breaks: the Will on a verdict (0x00 is a normal disconnect: the broker discards the Will).
     name: 'disconnect-reason',
     what: 'on a verdict an MQTT 5 broker gets DISCONNECT 0x00 (normal, Will discarded) instead of 0x04',
-    file: CONNECTION,
-    where: 'Connection.end, the tellBrokerWill branch',
+    file: CONNECTION_END,
+    where: 'ConnectionEnd.end, the tellBrokerWill branch',
     edits: [['this.upstream.end(disconnectV5(REASON.disconnectWithWill));', 'this.upstream.end(disconnectV5(0x00));']],
     tests: [T('connection'), T('verdict-order'), T('liveness-frozen')],
   },
@@ -104,8 +105,8 @@ const BREAKAGES: Breakage[] = [
     // Breaks: the order metrics/webhook consumers rely on: the broker knows (Will) before the close is reported.
     name: 'verdict-before-close',
     what: 'the verdict is counted (close event: metrics, webhook) before the broker side is told and closed',
-    file: CONNECTION,
-    where: 'Connection.end, its first lines (finish() emits the close event)',
+    file: CONNECTION_END,
+    where: 'ConnectionEnd.end, its first lines (finish() emits the close event)',
     edits: [['  end(reason: Reason, detail: string | null): void {\n    if (this.reason !== null) return;\n    this.setReason(reason, detail);\n',
       '  end(reason: Reason, detail: string | null): void {\n    if (this.reason !== null) return;\n    this.setReason(reason, detail);\n    this.finish();\n']],
     tests: [T('connection'), T('verdict-order')],
@@ -124,8 +125,8 @@ const BREAKAGES: Breakage[] = [
     // Breaks: a refused client that never reads its CONNACK is freed after 2 s.
     name: 'refusal-cut',
     what: 'a refused client that never reads nor closes keeps its socket',
-    file: CONNECTION,
-    where: 'Connection.refuse, the cutLater(REFUSAL_MS) at its end',
+    file: CONNECTION_END,
+    where: 'ConnectionEnd.refuse, the cutLater(REFUSAL_MS) at its end',
     edits: [['    // A client that never reads its CONNACK must not hold the stream.\n    this.cutLater(REFUSAL_MS);', '    // A client that never reads its CONNACK must not hold the stream.\n    void REFUSAL_MS;']],
     tests: [T('connection'), T('lingering')],
   },
@@ -133,8 +134,8 @@ const BREAKAGES: Breakage[] = [
     // Breaks: a half-closed connection is freed after 10 s.
     name: 'linger-cut',
     what: 'a half-closed connection whose other side never finishes is kept',
-    file: CONNECTION,
-    where: 'Connection.lingerThenCut',
+    file: CONNECTION_END,
+    where: 'ConnectionEnd.lingerThenCut',
     edits: [['    this.cutLater(LINGER_MS);', '    void LINGER_MS;']],
     tests: [T('connection'), T('lingering')], // (shutdown.test.ts passes with it: SIGTERM cuts after shutdownGrace, not the linger timer)
   },

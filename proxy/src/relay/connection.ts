@@ -8,29 +8,28 @@
  *
  * The parts with rules of their own live beside it: handshake.ts (CONNECT and
  * CONNACK), ping-ledger.ts (whose PINGRESP), liveness-timer.ts (the one timer,
- * the deadlines and the liveness model: alive -> suspect -> dead), close-reason.ts (which reason, which DISCONNECT to whom). This class wires
- * them to the two streams it is given: the client's (ClientTransport) and the
+ * the deadlines and the liveness model: alive -> suspect -> dead),
+ * close-reason.ts (which reason, which DISCONNECT to whom) and connection-end.ts
+ * (half-close, linger, cut, the close event). This class wires them to the two
+ * streams it is given: the client's (ClientTransport) and the
  * upstream one from ctx.connectUpstream(), which must emit 'connect' once
  * connected (a net.Socket does; an in-memory stream in a test emits it itself)
  * and 'error' when it cannot connect.
  */
 import type { Duplex } from 'node:stream';
 import { Framer, HOLD, PASS, REJECT, PROTOCOL_MAX_FRAME, type FrameHandler, type HeaderDecision } from '../mqtt/framer.ts';
-import type { FrameError } from '../mqtt/errors.ts';
-import { CONNACK, CONNECT, DISCONNECT, PINGREQ, PINGRESP, PINGREQ_BYTES, REASON, disconnectReason, disconnectV5, type ConnectInfo } from '../mqtt/packets.ts';
-import type { Timer } from '../liveness/clock.ts';
+import { CONNACK, CONNECT, DISCONNECT, PINGREQ, PINGRESP, PINGREQ_BYTES, disconnectReason, type ConnectInfo } from '../mqtt/packets.ts';
 import type { DeadlineState } from '../liveness/deadlines.ts';
-import { brokerDeadlineMs } from '../liveness/policy.ts';
-import { isLivenessReason, type Reason } from '../liveness/reasons.ts';
+import type { Reason } from '../liveness/reasons.ts';
 import type { KeepAlivePolicy } from '../config/types.ts';
 import { TO_BROKER, TO_CLIENT } from './stats.ts';
 import type { ConnectionFacts } from './events.ts';
 import type { ConnectionContext } from './connection-context.ts';
 import type { ClientTransport } from './transport.ts';
-import { brokerUnreachableConnack, handleConnack, handleConnect } from './handshake.ts';
+import { handleConnack, handleConnect } from './handshake.ts';
 import { PingLedger } from './ping-ledger.ts';
 import { LivenessTimer } from './liveness-timer.ts';
-import { NO_DISCONNECT, brokerEndReason, clientDisconnectFor, clientErrorReason, clientFinReason, frameErrorDisconnect, tellBrokerWill } from './close-reason.ts';
+import { BROKER, CLIENT, ConnectionEnd } from './connection-end.ts';
 
 export type { ConnectionContext } from './connection-context.ts';
 
@@ -45,18 +44,6 @@ export type { ConnectionContext } from './connection-context.ts';
  *  - closed: both streams closed and the close event emitted.
  */
 export type Phase = 'awaiting_connect' | 'refused' | 'awaiting_connack' | 'open' | 'closed';
-type UpstreamState = 'connecting' | 'connected' | 'failed';
-
-/** Bits of `fins` and `disconnects`: which side sent its FIN, which its DISCONNECT. */
-const CLIENT = 1;
-const BROKER = 2;
-
-/** Milliseconds a half-closed connection may linger before both streams are cut. */
-const LINGER_MS = 10_000;
-/** Milliseconds a refused client has to read its CONNACK. */
-const REFUSAL_MS = 2_000;
-/** Milliseconds a last DISCONNECT may take to flush before the stream is cut. */
-const FLUSH_MS = 1_000;
 
 let nextId = 1;
 
@@ -80,26 +67,13 @@ export class Connection {
   /** The one timer: deadlines, keep-alive, the TCP liveness model. */
   readonly liveness: LivenessTimer;
   private state: Phase = 'awaiting_connect';
-  private upstreamState: UpstreamState = 'connecting';
-  /** CLIENT | BROKER bits: who half-closed. */
-  private fins = 0;
-  /** CLIENT | BROKER bits: who sent a DISCONNECT. */
-  private disconnects = 0;
-  private lingering = false;
-  /** Waiting to learn whether the broker died before ending the client side. */
-  private checkingBroker = false;
   /** The policy and Server Keep Alive of an accepted CONNECT, for its CONNACK. */
   private allowedPolicy: KeepAlivePolicy | null = null;
   private proxyServerKeepAlive: number | undefined = undefined;
-  private lastWriteToClient = -1;
-  /** One slot for the timer that frees both streams after a grace period; cancelled in finish(). */
-  private cutTimer: Timer | null = null;
-  private reason: Reason | null = null;
-  private detail: string | null = null;
-  private endedAtMono = 0;
-  private closedStreams = 0;
-  /** A v5 DISCONNECT reason the client is sent when the connection ends, or NO_DISCONNECT. */
-  private clientDisconnectReason = NO_DISCONNECT;
+  /** Monotonic time of the last write to the client, -1 before any (read by the ending). */
+  lastWriteToClient = -1;
+  /** Half-close, errors, the end and the close event (connection-end.ts). */
+  private readonly ending: ConnectionEnd;
   // Methods bound once rather than arrow-function fields: under tsx (esbuild
   // keepNames) every arrow field also gets a defineProperty('name'), about 300 B
   // more per closure, and a connection has 18 of them (see BENCHMARKS.md).
@@ -126,18 +100,19 @@ export class Connection {
       transport.tcpSocket.setNoDelay(true);
       ctx.applyTcpLiveness(transport.tcpSocket, this.liveness.kernelSettings());
     }
-    const onStreamClose = this.onStreamClose.bind(this);
+    const upstream = (this.upstream = ctx.connectUpstream(this));
+    const ending = (this.ending = new ConnectionEnd(this, { ctx, client, upstream, toBroker: this.toBroker, toClient: this.toClient, liveness: this.liveness }));
+    const onStreamClose = ending.onStreamClose.bind(ending);
     client.on('data', this.onClientData.bind(this));
-    client.on('end', this.onClientEnd.bind(this));
-    client.on('error', this.onClientError.bind(this));
+    client.on('end', ending.onClientEnd.bind(ending));
+    client.on('error', ending.onClientError.bind(ending));
     client.on('close', onStreamClose);
     client.on('drain', this.onClientDrain.bind(this));
 
-    const upstream = (this.upstream = ctx.connectUpstream(this));
-    upstream.on('connect', this.onUpstreamConnect.bind(this));
+    upstream.on('connect', ending.onUpstreamConnect.bind(ending));
     upstream.on('data', this.onBrokerData.bind(this));
-    upstream.on('end', this.onBrokerEnd.bind(this));
-    upstream.on('error', this.onUpstreamError.bind(this));
+    upstream.on('end', ending.onBrokerEnd.bind(ending));
+    upstream.on('error', ending.onUpstreamError.bind(ending));
     upstream.on('close', onStreamClose);
     upstream.on('drain', this.onUpstreamDrain.bind(this));
     this.liveness.schedule(now);
@@ -167,19 +142,28 @@ export class Connection {
 
   /** No end decided yet. */
   get isOpen(): boolean {
-    return this.reason === null;
+    return this.ending.reason === null;
   }
 
   get hasConnack(): boolean {
     return this.state === 'open';
   }
 
-  private get connectForwarded(): boolean {
+  /** The CONNECT went upstream. */
+  get connectForwarded(): boolean {
     return this.state === 'awaiting_connack' || this.state === 'open';
   }
 
-  private connack5(): boolean {
+  /** The session is open and speaks MQTT 5. */
+  get connack5(): boolean {
     return this.state === 'open' && this.connect?.protocolVersion === 5;
+  }
+
+  /** For ConnectionEnd.finish: the phase becomes closed; false if it already was. */
+  markClosed(): boolean {
+    if (this.state === 'closed') return false;
+    this.state = 'closed';
+    return true;
   }
 
   // ---- client -> broker ----------------------------------------------------
@@ -190,20 +174,20 @@ export class Connection {
     if (this.liveness.keepAliveSuspectSince >= 0) this.liveness.clientSpoke(now);
     this.bytesFromClient += chunk.length;
     const error = this.toBroker.push(chunk);
-    if (error) this.onFrameError(error, 'to_broker');
+    if (error) this.ending.onFrameError(error, 'to_broker');
   }
 
   private clientHeader(type: number): HeaderDecision {
     if (this.connect === null) {
       if (type !== CONNECT) {
-        this.detail = `first packet is type ${type}, not CONNECT`;
+        this.ending.detail = `first packet is type ${type}, not CONNECT`;
         return REJECT;
       }
       return HOLD; // counted once forwarded
     }
     this.ctx.stats.packets[type] += 1; // TO_BROKER * 16 + type
     if (type === PINGREQ) this.pings.clientPinged();
-    else if (type === DISCONNECT) this.disconnects |= CLIENT;
+    else if (type === DISCONNECT) this.ending.disconnects |= CLIENT;
     return PASS;
   }
 
@@ -228,7 +212,7 @@ export class Connection {
     if (out.action === 'refuse') {
       this.state = 'refused';
       ctx.events.emit('connect', { ...this.facts(), clamped: false, rejected: out.why });
-      this.refuse(out.connack, 'policy_reject', out.why);
+      this.ending.refuse(out.connack, 'policy_reject', out.why);
       return null;
     }
     this.effectiveKeepAlive = out.effectiveKeepAlive;
@@ -239,9 +223,9 @@ export class Connection {
     d.allowedSilenceMs = out.allowedSilenceMs;
     d.upstreamProbeIdleMs = out.probeIdleMs;
     d.probeTimeoutMs = out.probeTimeoutMs;
-    if (this.upstreamState === 'failed') {
+    if (this.ending.upstreamState === 'failed') {
       this.state = 'refused';
-      this.refuse(this.unreachableAnswer(info.protocolVersion), 'broker_unreachable', 'upstream connection failed');
+      this.ending.refuse(this.ending.unreachableAnswer(info.protocolVersion), 'broker_unreachable', 'upstream connection failed');
       return null;
     }
     ctx.events.emit('connect', { ...this.facts(), clamped: out.clamped, rejected: null });
@@ -260,7 +244,7 @@ export class Connection {
 
   private onBrokerData(chunk: Buffer): void {
     const error = this.toClient.push(chunk);
-    if (error) this.onFrameError(error, 'to_client');
+    if (error) this.ending.onFrameError(error, 'to_client');
   }
 
   private brokerHeader(type: number): HeaderDecision {
@@ -287,9 +271,9 @@ export class Connection {
     } else if (type === CONNACK) {
       frame = this.onConnack(frame);
     } else if (type === DISCONNECT) {
-      this.disconnects |= BROKER;
+      this.ending.disconnects |= BROKER;
       const code = disconnectReason(frame, this.connect?.protocolVersion ?? 4);
-      this.detail = `broker sent DISCONNECT${code ? ` 0x${code.toString(16)}` : ''}`;
+      this.ending.detail = `broker sent DISCONNECT${code ? ` 0x${code.toString(16)}` : ''}`;
     }
     this.ctx.stats.packets[16 + type] += 1;
     return frame;
@@ -323,7 +307,7 @@ export class Connection {
     return out.frame;
   }
 
-  // ---- flow control and half-close ------------------------------------------
+  // ---- flow control ------------------------------------------------------------
 
   private onClientDrain(): void {
     this.deadlines.stallSince = -1;
@@ -334,109 +318,11 @@ export class Connection {
     this.client.resume();
   }
 
-  private onUpstreamConnect(): void {
-    this.upstreamState = 'connected';
-  }
-
-  private onClientEnd(): void {
-    // FIN from the client: pass it on after everything before it.
-    this.fins |= CLIENT;
-    if (this.reason === null && !(this.fins & BROKER)) this.setReason(clientFinReason((this.disconnects & CLIENT) !== 0), null);
-    if (!this.connectForwarded) {
-      this.upstream.destroy();
-      this.client.end();
-      return;
-    }
-    this.upstream.end();
-    this.lingerThenCut();
-  }
-
-  private onBrokerEnd(): void {
-    // FIN from the broker: pending bytes reach the client first, then the FIN.
-    this.fins |= BROKER;
-    this.lingerThenCut();
-    if (this.reason === null && !(this.fins & CLIENT)) {
-      this.setReason(brokerEndReason((this.disconnects & CLIENT) !== 0), this.detail);
-      if (this.connack5() && !(this.disconnects & (BROKER | CLIENT))) {
-        // Closed without a DISCONNECT: did the broker die, or close this one connection?
-        void this.ctx.brokerAccepting().then((alive) => {
-          if (!alive && this.toClient.atBoundary && !this.client.destroyed) {
-            // It died: an MQTT 5 client is told "server busy" (0x89) so it reconnects at once.
-            this.client.write(disconnectV5(REASON.serverBusy));
-          }
-          this.client.end();
-        });
-        return;
-      }
-    }
-    this.client.end();
-  }
-
-  /** A half-closed connection whose other side never finishes is cut after a while. */
-  private lingerThenCut(): void {
-    if (this.lingering) return;
-    this.lingering = true;
-    this.clearTimer();
-    this.cutLater(LINGER_MS);
-  }
-
-  private cutLater(ms: number): void {
-    this.cutTimer?.cancel();
-    this.cutTimer = this.ctx.clock.setTimer(() => this.cut(), ms);
-  }
-
-  private onClientError(err: NodeJS.ErrnoException): void {
-    if (this.reason !== null) return;
-    const reason = clientErrorReason(err.code, this.lastWriteToClient, this.deadlines.lastClientActivity);
-    this.end(reason, err.code === 'ETIMEDOUT' ? err.message : err.code ?? err.message);
-  }
-
-  private onUpstreamError(err: NodeJS.ErrnoException): void {
-    if (this.reason !== null) return;
-    const detail = err.code ?? err.message;
-    if (this.upstreamState !== 'connected') {
-      this.upstreamState = 'failed';
-      // brokerUnreachable close: at once, without a CONNACK. connack: without the CONNECT
-      // yet, wait for it to learn the protocol version, then refuse.
-      if (this.ctx.config.brokerUnreachable === 'close') this.refuse(null, 'broker_unreachable', detail);
-      else if (this.connect) this.refuse(brokerUnreachableConnack(this.connect.protocolVersion), 'broker_unreachable', detail);
-      return;
-    }
-    if (!this.connack5() || this.disconnects & CLIENT) {
-      this.end(brokerEndReason((this.disconnects & CLIENT) !== 0), detail);
-      return;
-    }
-    this.checkingBroker = true;
-    void this.ctx.brokerAccepting().then((alive) => {
-      this.checkingBroker = false;
-      if (!alive) this.clientDisconnectReason = REASON.serverBusy;
-      this.end('broker_close', detail);
-    });
-  }
-
-  private onStreamClose(): void {
-    if (++this.closedStreams < 2) {
-      // One side is gone; make sure the other follows.
-      const failed = this.upstreamState === 'failed';
-      if (this.client.destroyed && !this.upstream.destroyed && !failed) {
-        if (this.reason === null) this.setReason('client_close', null);
-        if (!(this.fins & CLIENT)) this.upstream.destroy();
-      } else if (this.upstream.destroyed && !this.client.destroyed && !this.checkingBroker && !failed) {
-        // (An upstream that never connected is no broker_close: the CONNECT, when it
-        // comes, is refused with "server unavailable", else connect_timeout ends it.)
-        if (this.reason === null) this.setReason(brokerEndReason((this.disconnects & CLIENT) !== 0), this.detail);
-        if (!(this.fins & BROKER)) this.client.destroy();
-      }
-      return;
-    }
-    this.finish();
-  }
-
   // ---- deadlines (the one timer lives in liveness-timer.ts) ------------------
 
   /** TimerHost: a deadline passed or a dead verdict was reached. */
   expire(reason: Reason, detail: string | null): void {
-    if (this.reason === null) this.end(reason, detail);
+    if (this.ending.reason === null) this.ending.end(reason, detail);
   }
 
   /** TimerHost: the upstream probe deadline. */
@@ -445,7 +331,7 @@ export class Connection {
   }
 
   private injectPing(now: number): void {
-    if (this.state !== 'open' || !this.toBroker.atBoundary || !this.upstream.writable || this.disconnects & CLIENT) {
+    if (this.state !== 'open' || !this.toBroker.atBoundary || !this.upstream.writable || this.ending.disconnects & CLIENT) {
       // Not now: retry after a short while instead of splitting a frame (and nothing after a DISCONNECT).
       this.deadlines.lastUpstreamActivity = now - this.deadlines.upstreamProbeIdleMs + 100;
       return;
@@ -456,115 +342,18 @@ export class Connection {
     this.writeUpstream(PINGREQ_BYTES);
   }
 
-  // ---- ending ----------------------------------------------------------------
-
-  private setReason(reason: Reason, detail: string | null): void {
-    this.reason = reason;
-    this.detail = detail;
-    this.endedAtMono = this.ctx.clock.now();
-  }
-
-  private onFrameError(error: FrameError, direction: 'to_broker' | 'to_client'): void {
-    this.ctx.events.emit('frameError', { kind: error.kind, code: error.code, direction });
-    if (this.reason !== null) return;
-    if (direction === 'to_broker' && this.connack5()) this.clientDisconnectReason = frameErrorDisconnect(error.code);
-    const detail = error.code === 'MLP_REJECTED' && this.detail ? `${error.code}: ${this.detail}` : `${error.code}: ${error.message}`;
-    this.end('protocol_error', detail);
-  }
-
-  /** What a client is told when the broker cannot be reached (config brokerUnreachable): a refusing CONNACK, or nothing. */
-  private unreachableAnswer(protocolVersion: number): Buffer | null {
-    return this.ctx.config.brokerUnreachable === 'connack' ? brokerUnreachableConnack(protocolVersion) : null;
-  }
-
-  /** Answer the CONNECT ourselves (or, connack null, close without an answer). */
-  private refuse(connack: Buffer | null, reason: Reason, detail: string): void {
-    if (this.reason !== null) return;
-    this.setReason(reason, detail);
-    this.upstream.destroy();
-    if (connack) this.client.end(connack);
-    else this.client.end();
-    this.clearTimer();
-    // A client that never reads its CONNACK must not hold the stream.
-    this.cutLater(REFUSAL_MS);
-  }
+  // ---- ending (the rules live in connection-end.ts) ----------------------------
 
   /**
    * End both sides for a reason decided here or by the server (shutdown,
-   * broker_down). On a liveness verdict the broker is told at once so it
-   * publishes the Will: MQTT 5 gets DISCONNECT 0x04, and 3.x an abrupt close
-   * without DISCONNECT. An MQTT 5 client is told why, when there is a reason code for it.
+   * broker_down); see ConnectionEnd.end.
    */
   end(reason: Reason, detail: string | null): void {
-    if (this.reason !== null) return;
-    this.setReason(reason, detail);
-    this.clearTimer();
-    const version = this.connect?.protocolVersion ?? 0;
-    if (tellBrokerWill(reason, version, this.connectForwarded, this.toBroker.atBoundary) && !this.upstream.destroyed) {
-      this.upstream.end(disconnectV5(REASON.disconnectWithWill));
-      // Do not wait on the broker: it has what it needs.
-      this.cutLater(FLUSH_MS);
-    } else {
-      this.upstream.destroy();
-    }
-    if (version === 5 && this.state === 'open' && this.clientDisconnectReason === NO_DISCONNECT) this.clientDisconnectReason = clientDisconnectFor(reason);
-    const canTell = this.clientDisconnectReason !== NO_DISCONNECT && this.toClient.atBoundary;
-    if (canTell && destroyAfterDisconnect(this.client, this.clientDisconnectReason)) this.cutLater(FLUSH_MS);
-    else this.client.destroy();
+    this.ending.end(reason, detail);
   }
 
   /** Cut both streams now, however the connection is ending (shutdown after its grace). */
   cut(): void {
-    this.client.destroy();
-    this.upstream.destroy();
+    this.ending.cut();
   }
-
-  private clearTimer(): void {
-    this.liveness.stop(); // no new timer after the end
-  }
-
-  private finish(): void {
-    if (this.state === 'closed') return;
-    this.state = 'closed';
-    this.liveness.close();
-    this.cutTimer?.cancel();
-    const now = this.endedAtMono || this.ctx.clock.now();
-    const reason = this.reason ?? 'client_close';
-    const lastClientActivity = this.deadlines.lastClientActivity;
-    // What the broker would have done with this client connected directly: 1.5 x its keep-alive.
-    const brokerDeadline = lastClientActivity + brokerDeadlineMs(this.connect?.keepAlive ?? 0);
-    const endedAt = this.ctx.clock.wallNow();
-    this.ctx.events.emit('close', {
-      ...this.facts(),
-      reason,
-      detail: this.detail,
-      endedAt,
-      durationMs: endedAt - this.startedAt,
-      silenceMs: Math.max(0, now - lastClientActivity),
-      advantageMs: brokerDeadline === Infinity ? null : brokerDeadline - now,
-      bytesFromClient: this.bytesFromClient,
-      bytesToClient: this.bytesToClient,
-      liveness: isLivenessReason(reason),
-    });
-    this.ctx.onClosed(this);
-  }
-}
-
-/**
- * Write a last MQTT 5 DISCONNECT to the client, best effort (a dead peer will
- * not read it; the stream is freed either way). A plain socket sends it at once
- * and is destroyed here; a TLS socket still holds it (encryption is
- * asynchronous), so it is destroyed once written: then this returns true and
- * the caller cuts it after a moment at the latest.
- */
-function destroyAfterDisconnect(client: Duplex, reasonCode: number): boolean {
-  if (client.destroyed) return false;
-  const idle = client.writableLength === 0;
-  let flushing = false;
-  client.write(disconnectV5(reasonCode), () => {
-    if (flushing) client.destroy();
-  });
-  flushing = idle && client.writableLength > 0;
-  if (!flushing) client.destroy();
-  return flushing;
 }

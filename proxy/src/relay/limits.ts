@@ -9,6 +9,7 @@
  * buckets are kept (the least recently seen go first). Per-source open counts
  * exist only while the source has open connections.
  */
+import type { Config } from '../config/types.ts';
 import type { Clock } from '../liveness/clock.ts';
 
 export const LIMIT_REASONS = ['limit_connections', 'limit_per_source', 'limit_rate'] as const;
@@ -133,4 +134,11 @@ export class Admission {
 export function sourceOf(remoteAddress: string | undefined): string {
   const a = remoteAddress ?? '';
   return a.startsWith('::ffff:') && a.includes('.') ? a.slice(7) : a;
+}
+
+/** The config key and value behind a limit refusal, for the log line. */
+export function limitOf(reason: LimitReason, limits: Config['limits']): [string, number] {
+  if (reason === 'limit_connections') return ['limits.maxConnections', limits.maxConnections];
+  if (reason === 'limit_per_source') return ['limits.maxConnectionsPerSource', limits.maxConnectionsPerSource];
+  return ['limits.connectRatePerSource', limits.connectRatePerSource];
 }

@@ -16,7 +16,7 @@ import type { LocalHealthListener } from '../liveness/local-health.ts';
 import type { Thresholds } from '../liveness/verdict-budget.ts';
 import { Connection, type ConnectionContext } from './connection.ts';
 import { ProxyEvents } from './events.ts';
-import { Admission, sourceOf, type LimitReason, type Ticket } from './limits.ts';
+import { Admission, limitOf, sourceOf, type Ticket } from './limits.ts';
 import { RefusalLog } from './refusal-log.ts';
 import { TrafficStats } from './stats.ts';
 import type { ClientTransport, TransportKind } from './transport.ts';
@@ -350,10 +350,4 @@ export class ProxyServer {
       this.options.log.info({ event: 'shutdown_closed', connections: open, cutAfterGrace: cut, elapsedMs: Math.round(performance.now() - started) }, 'client connections closed');
     }
   }
-}
-
-function limitOf(reason: LimitReason, limits: Config['limits']): [string, number] {
-  if (reason === 'limit_connections') return ['limits.maxConnections', limits.maxConnections];
-  if (reason === 'limit_per_source') return ['limits.maxConnectionsPerSource', limits.maxConnectionsPerSource];
-  return ['limits.connectRatePerSource', limits.connectRatePerSource];
 }
