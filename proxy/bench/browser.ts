@@ -10,7 +10,7 @@
  *   with its own WebSocket endpoint;
  * - proxy->mosquitto: the proxy's WebSocket listener (websocket.listen, default
  *   keep-alive policy: deadline keep-alive + min(2, keep-alive/2) s) in front of Mosquitto.
- * Method in proxy/test/helpers/browser-will.ts. Runs one after another (one
+ * Method in proxy/harness/browser-will.ts. Runs one after another (one
  * Chromium at a time). Options: --keep-alive N (default 10), --mode frozen|cut (repeatable).
  */
 import net from 'node:net';
@@ -18,11 +18,11 @@ import http from 'node:http';
 import { parseArgs } from 'node:util';
 import { Aedes } from 'aedes';
 import { WebSocketServer, createWebSocketStream } from 'ws';
-import { createCable, type Cable } from '../test/helpers/netns.ts';
-import { startMosquitto } from '../test/helpers/mosquitto.ts';
-import { startWsBridge } from '../test/helpers/ws-bridge.ts';
-import { measureBrowserWill, type BrowserWillResult } from '../test/helpers/browser-will.ts';
-import { startProxy } from '../test/helpers/proxy.ts';
+import { createCable, type Cable } from '../harness/netns.ts';
+import { startMosquitto } from '../harness/mosquitto.ts';
+import { startWsBridge } from '../harness/ws-bridge.ts';
+import { measureBrowserWill, type BrowserWillResult } from '../harness/browser-will.ts';
+import { startProxy } from '../harness/proxy.ts';
 
 const { values } = parseArgs({ options: { 'keep-alive': { type: 'string' }, mode: { type: 'string', multiple: true } } });
 const keepalive = Number(values['keep-alive'] ?? 10);

@@ -1,7 +1,7 @@
 /**
  * Lossy links between network namespaces, for the lossy-link bench and tests.
  *
- * A Namespace is `mlp-<pid>-<tag>` (the naming of test/helpers/netns.ts, so a
+ * A Namespace is `mlp-<pid>-<tag>` (the naming of harness/netns.ts, so a
  * crashed run's leftovers are swept by either). A Link is a veth pair between
  * two namespaces; each end drops IPv4 packets at random on ingress
  * (`numgen random mod 100 < P drop`, so both directions lose P %) and can be
@@ -16,7 +16,7 @@ import { pidAlive, quiet, run } from '../../harness/netns.ts';
 export { run };
 
 let swept = false;
-/** Delete namespaces of earlier runs whose process is gone (same naming as test/helpers/netns.ts). */
+/** Delete namespaces of earlier runs whose process is gone (same naming as harness/netns.ts). */
 export async function sweepStaleNamespaces(): Promise<void> {
   if (swept) return;
   swept = true;

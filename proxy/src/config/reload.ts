@@ -54,7 +54,7 @@ function get(config: Config, key: string): unknown {
 function set(config: Config, key: string, value: unknown): void {
   const parts = key.split('.');
   const last = parts.pop()!;
-  const parent = parts.reduce<Record<string, unknown>>((v, k) => v[k] as Record<string, unknown>, config as unknown as Record<string, unknown>);
+  const parent = (parts.length > 0 ? get(config, parts.join('.')) : config) as Record<string, unknown>;
   parent[last] = structuredClone(value);
 }
 
