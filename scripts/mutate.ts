@@ -71,7 +71,7 @@ const BREAKAGES: Breakage[] = [
     what: 'the proxy never reads TCP_INFO (the kernel\'s backstop timers alone decide, far later)',
     file: 'proxy/src/relay/server.ts',
     where: 'ProxyServer constructor, ctx.readTcpInfo',
-    edits: [['readTcpInfo: (transport, into) => (transport.tcpSocket ? readTcpInfo(transport.tcpSocket, into) : false),', 'readTcpInfo: (transport, into) => (transport.tcpSocket ? false && readTcpInfo(transport.tcpSocket, into) : false),']],
+    edits: [['readTcpInfo: (transport, into) => (transport.tcpSocket ? readTcpInfo(transport.tcpSocket, into) : false),', 'readTcpInfo: () => false,']],
     tests: [T('liveness-cable')],
   },
   {
