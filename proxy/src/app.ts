@@ -36,8 +36,8 @@ export interface App {
   /** Apply a reloaded configuration to new connections (restart-only keys keep their running values). */
   reconfigure(config: Config): ReloadPlan;
   /**
-   * Shutdown: /readyz turns 503 at once, the listeners close, MQTT 5 clients
-   * get DISCONNECT 0x8B, connections still open after shutdownGrace are cut.
+   * Shutdown: /readyz turns 503 at once, after shutdownDelay the listeners close, MQTT 5
+   * clients get DISCONNECT 0x8B, connections still open after shutdownGrace are cut.
    */
   stop(): Promise<void>;
 }
@@ -95,7 +95,14 @@ export async function startApp(config: Config, log: Logger, clock?: Clock): Prom
       stopped ??= (async () => {
         // /readyz answers 503 from here on, before anything else goes.
         admin.setDraining();
-        log.info({ event: 'draining', connections: proxy.connections.size }, 'shutting down: /readyz answers 503');
+        const delayMs = proxy.config.shutdownDelay * 1000;
+        log.info({ event: 'draining', connections: proxy.connections.size, shutdownDelayMs: delayMs }, 'shutting down: /readyz answers 503');
+        // Load balancers and Kubernetes endpoints need a moment to see the 503: until then
+        // clients may still be sent here, so the listeners keep taking them (shutdownDelay).
+        if (delayMs > 0) {
+          await new Promise((resolve) => setTimeout(resolve, delayMs));
+          log.info({ event: 'shutdown_delay_over', connections: proxy.connections.size }, 'shutdownDelay over: closing the listeners');
+        }
         // The canary stops first (at once; its session closes alongside): a broker
         // stopped below must not look like a broker failure.
         const canaryStopped = canary?.stop();

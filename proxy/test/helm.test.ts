@@ -395,6 +395,7 @@ t.test('values that must be refused', async (t) => {
     ['auth without a password file', ['broker.auth.enabled=true', 'proxy.config.probes.username=c'], /existingSecret or broker\.auth\.passwordFile/],
     ['auth without canary credentials', ['broker.auth.enabled=true', 'broker.auth.existingSecret=s'], /canary needs proxy\.config\.probes\.username/],
     ['shutdownGrace not below the pod grace period', ['proxy.config.shutdownGrace=30'], /must be shorter than terminationGracePeriodSeconds/],
+    ['shutdownDelay + shutdownGrace not below the pod grace period', ['proxy.config.shutdownGrace=20', 'proxy.config.shutdownDelay=10'], /shutdownDelay \+ shutdownGrace \(10 \+ 20 s\) must be shorter than terminationGracePeriodSeconds \(30 s\)/],
     ['TLS without a Secret', ['proxy.tls.enabled=true'], /proxy\.tls\.secretName/],
   ];
   for (const [name, set, message] of cases) {

@@ -186,6 +186,22 @@ t.test('a hold ends after maxHoldMs and the verdict stands', (t) => {
   t.end();
 });
 
+t.test('maxHold 0 turns holds off: a degraded proxy still gives its verdict on time', (t) => {
+  const clock = new ManualClock();
+  const health = new LocalHealth({ ...DEFAULT_LOCAL_HEALTH, maxHoldMs: 0 });
+  const th = thresholds();
+  const checks = Array.from({ length: 3 }, () => new TcpSilenceCheck(health));
+  clock.advance(6000);
+  for (const c of checks) c.check(idleSample(clock.now(), 0, 2), clock.now(), th, 0);
+  clock.advance(2000);
+  t.equal(health.isDegraded(clock.now()), true, 'three onsets together: degraded');
+  const v = checks[0].check(idleSample(clock.now(), 0, 3), clock.now(), th, 0);
+  t.equal(v.state, 'dead', 'not held for a single check (found by the property below with maxHoldMs 0)');
+  t.equal(v.held, false);
+  t.equal(health.counters.held, 0);
+  t.end();
+});
+
 t.test('property: a connection is never held longer than maxHoldMs, whatever the degraded state does', (t) => {
   fc.assert(
     fc.property(

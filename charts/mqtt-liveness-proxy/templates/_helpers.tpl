@@ -229,7 +229,8 @@ log_timestamp true
 {{- fail "proxy.tls.enabled needs proxy.tls.secretName (a kubernetes.io/tls Secret)" -}}
 {{- end -}}
 {{- $grace := (.Values.proxy.config | default dict).shutdownGrace | default 10 -}}
-{{- if ge (float64 $grace) (float64 .Values.terminationGracePeriodSeconds) -}}
-{{- fail (printf "proxy.config.shutdownGrace (%v s) must be shorter than terminationGracePeriodSeconds (%v s)" $grace .Values.terminationGracePeriodSeconds) -}}
+{{- $delay := (.Values.proxy.config | default dict).shutdownDelay | default 0 -}}
+{{- if ge (addf $grace $delay) (float64 .Values.terminationGracePeriodSeconds) -}}
+{{- fail (printf "proxy.config.shutdownDelay + shutdownGrace (%v + %v s) must be shorter than terminationGracePeriodSeconds (%v s)" $delay $grace .Values.terminationGracePeriodSeconds) -}}
 {{- end -}}
 {{- end -}}

@@ -102,6 +102,7 @@ export const configSchema = z.strictObject({
   maxConnectSize: whole(64, 268_435_460, 64 * 1024, 'Largest CONNECT a client may send, in bytes (64 KiB). The CONNECT is held until it is read whole, so this bounds what a client that never finishes costs; a larger one closes the connection (protocol_error).'),
   brokerUnreachable: choice(['close', 'connack'], 'close', 'When the broker cannot be reached: close the client connection without a CONNACK (clients retry), or answer CONNACK 3 / 0x88 (mqtt.js and mosquitto_sub then stop retrying; docs/listeners.md).'),
   shutdownGrace: seconds(0, 10, 'Seconds given to connections to close on SIGTERM before they are cut.'),
+  shutdownDelay: seconds(0, 0, 'Seconds /readyz answers 503 on SIGTERM before the listeners close, while new connections are still taken: time for a load balancer or Kubernetes endpoints to stop sending clients here. 0: close at once.'),
   keepAlive: keepAliveSchema.prefault({}).meta(doc('Keep-alive policy for every client (rules can override it).')),
   rules: z.array(ruleSchema).default([]).meta(doc('List of `{match: {clientId, username}, keepAlive: {...}}`; globs with * and ?; the first rule that matches wins.')),
   tcp: section({
