@@ -8,7 +8,9 @@
  *   --quick          20 clients, 160 s per condition, all conditions at once (< 5 min)
  *   --clients N      healthy clients per system and condition (default 100)
  *   --duration S     measuring time per condition (default 600)
- *   --conditions L   e.g. 0,5,20,outage (default 0,1,5,10,20,outage)
+ *   --conditions L   e.g. 0,5,20,outage,newcomers (default 0,1,5,10,20,outage,newcomers)
+ *                    newcomers: a clean fleet that short-lived clients on a 20 % link keep joining
+ *                    (lib/lossy-newcomers.ts)
  *   --parallel K     conditions run at the same time (default: all with --quick, else 3: ~30 min)
  *   --out FILE       also write the JSON there (e.g. docs/results/lossy-....json)
  */
@@ -17,6 +19,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { Cell, isPullSample, type CellResult } from './lib/lossy-cell.ts';
+import { NewcomerChurn } from './lib/lossy-newcomers.ts';
 import { SYSTEMS, SYSTEM_LABEL, type SystemName } from './lib/lossy-systems.ts';
 import { busyCores, CpuSnapshot, systemCpu } from './lib/proc.ts';
 import { median, round } from './lib/stats.ts';
@@ -36,11 +39,11 @@ const { values } = parseArgs({
 const quick = values.quick;
 const clients = Number(values.clients ?? (quick ? 20 : 100));
 const durationMs = Number(values.duration ?? (quick ? 160 : 600)) * 1000;
-const conditions = (values.conditions ?? '0,1,5,10,20,outage').split(',').map((c) => c.trim());
+const conditions = (values.conditions ?? '0,1,5,10,20,outage,newcomers').split(',').map((c) => c.trim());
 // Quick: everything at once. Full: three conditions (nine systems, ~300 mosquitto_sub processes) at a time on 2 cores.
 const parallel = Math.max(1, Number(values.parallel ?? (quick ? conditions.length : 3)));
 const systems = (values.systems ? values.systems.split(',') : [...SYSTEMS]) as SystemName[];
-for (const c of conditions) if (c !== 'outage' && !(Number.isInteger(Number(c)) && Number(c) >= 0 && Number(c) <= 100)) throw new Error(`bad condition ${c}`);
+for (const c of conditions) if (c !== 'outage' && c !== 'newcomers' && !(Number.isInteger(Number(c)) && Number(c) >= 0 && Number(c) <= 100)) throw new Error(`bad condition ${c}`);
 for (const s of systems) if (!SYSTEMS.includes(s)) throw new Error(`bad system ${s}`);
 if (!(clients >= 1 && clients <= 1000) || !(durationMs >= 10_000 && durationMs <= 3_600_000)) throw new Error('--clients 1..1000, --duration 10..3600');
 if (process.getuid?.() !== 0) {
@@ -96,8 +99,9 @@ async function outages(cells: Cell[], begin: number, until: number, record: Outa
 }
 
 async function runCondition(condition: string, index: number): Promise<ConditionResult> {
-  const lossPercent = condition === 'outage' ? 0 : Number(condition);
+  const lossPercent = condition === 'outage' || condition === 'newcomers' ? 0 : Number(condition);
   const cells: Cell[] = [];
+  const churns: NewcomerChurn[] = [];
   try {
     for (const system of systems) {
       if (interrupted) throw new Error('interrupted');
@@ -117,6 +121,10 @@ async function runCondition(condition: string, index: number): Promise<Condition
     const begin = Date.now();
     const until = begin + durationMs;
     for (const c of cells) c.startPulls(until);
+    if (condition === 'newcomers') {
+      for (const [i, c] of cells.entries()) churns.push(await NewcomerChurn.create(c.server, `l${index}${systems[i].slice(0, 2)}`));
+      for (const ch of churns) ch.start(Math.max(2, Math.round(clients / 2)), until);
+    }
     const outageLog: Outage[] = [];
     const outageRun = condition === 'outage' ? outages(cells, begin, until, outageLog) : Promise.resolve();
     while (Date.now() < until && !interrupted) {
@@ -129,6 +137,7 @@ async function runCondition(condition: string, index: number): Promise<Condition
     await outageRun;
     // Healthy clients are measured up to `until`; pulled-cable cycles already under way finish.
     const results = await Promise.all(cells.map((c) => c.finish()));
+    for (const [i, ch] of churns.entries()) results[i].newcomers = await ch.finish(cells[i].observedWills, cells[i].frontEndLog);
     const sys1 = systemCpu();
     const ourSeconds = CpuSnapshot.take(process.pid, true).secondsSince(ours0);
     const wallS = (Date.now() - begin) / 1000;
@@ -144,6 +153,7 @@ async function runCondition(condition: string, index: number): Promise<Condition
     return { condition, lossPercent, outages: outageLog, cells: results, cpu: { busyCores: round(busyCores(sys0, sys1, os.cpus().length).busy, 2), ourCores: round(ourSeconds / wallS, 2) } };
   } finally {
     phase.set(condition, 'cleaning up');
+    await Promise.allSettled(churns.map((c) => c.destroy()));
     await Promise.allSettled(cells.map((c) => c.destroy()));
     phase.delete(condition);
     for (const c of cells) live.delete(c);
@@ -177,13 +187,14 @@ for (const r of results) {
     const invalid = c.pulled.length - valid.length;
     const reasons = [...Object.entries(c.frontEnds).map(([k, v]) => `${k} ${v}`), ...(c.brokerTimeouts ? [`broker timeout ${c.brokerTimeouts}`] : [])].join(', ');
     rows.push({
-      condition: r.condition === 'outage' ? `outages ${r.outages.length}x` : `${r.lossPercent}% loss`,
+      condition: r.condition === 'outage' ? `outages ${r.outages.length}x` : r.condition === 'newcomers' ? 'newcomers' : `${r.lossPercent}% loss`,
       system: SYSTEM_LABEL[c.system],
       'false deaths': `${c.falseDeaths.clients}/${c.clients.connected}${c.falseDeaths.wills > c.falseDeaths.clients ? ` (${c.falseDeaths.wills} Wills)` : ''}`,
       'front ends of healthy (by reason)': reasons || '-',
       'pulled cable -> Will (median, n)': (got.length ? `${sec(median(got))} (${got.length}${got.length < valid.length ? `, ${valid.length - got.length} missed` : ''})` : valid.length ? `none in ${valid.length}` : '-')
         + (invalid ? ` [${invalid} left out: died before the pull]` : ''),
-      'probes/idle client-h': Number.isFinite(c.probes.perIdleClientHour) ? String(Math.round(c.probes.perIdleClientHour)) : '-',
+      // (newcomers: their probes count in the server namespace too, so the figure would not be per idle healthy client)
+      'probes/idle client-h': r.condition !== 'newcomers' && Number.isFinite(c.probes.perIdleClientHour) ? String(Math.round(c.probes.perIdleClientHour)) : '-',
     });
   }
 }
@@ -194,6 +205,8 @@ for (const r of results) {
   for (const c of r.cells) {
     if (c.verdictSamples.length) console.log(`  ${c.system}: max ${c.maxVerdictsPerSecond} verdicts in one second; e.g. ${c.verdictSamples.slice(0, 2).join('; ')}`);
     if (c.errors.length) console.log(`  ${c.system} errors: ${c.errors.slice(0, 3).join(' | ')}`);
+    const n = c.newcomers;
+    if (n) console.log(`  ${c.system}: newcomers on a ${n.lossPercent} % link: ${n.falseDeaths} false deaths in ${n.connections} connections${n.samples.length ? `; e.g. ${n.samples.slice(0, 2).join('; ')}` : ''}`);
   }
 }
 
@@ -205,6 +218,7 @@ const json = {
     'falseDeaths: Wills of healthy clients seen by an observer on the broker while measuring.',
     'frontEnds: proxy = connection_end reasons of healthy clients; haproxy = tcplog termination states ("--" = closed by the client).',
     'pulled: samples with "invalid" set (the connection had died before its pull) or a Will under 0.5 s after the pull (a verdict already under way) are left out of the statistics (isPullSample).',
+    'newcomers: clients on a 20 % link that each stay 40-50 s and leave with a DISCONNECT, joining a clean fleet; a Will before a newcomer\'s own stop (or a reconnect) is a false death.',
     'probes: TcpExt.TCPKeepAlive delta of the server namespace / hours of idle connections (idle healthy clients over the window + pulled-cable clients from SUBACK to Will).',
   ],
   results,

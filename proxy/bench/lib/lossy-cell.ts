@@ -18,6 +18,7 @@ import { Link, Namespace } from './lossy-link.ts';
 import { startSystem, type FrontEnd, type RunningSystem, type SystemName } from './lossy-systems.ts';
 import { clientMix, MosquittoSub, startFleet, type ClientSpec } from './lossy-clients.ts';
 import { LIVENESS_REASONS, type Reason } from '../../src/liveness/reasons.ts';
+import type { NewcomerResult } from './lossy-newcomers.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -73,6 +74,8 @@ export interface CellResult {
   /** Times healthy clients found their connection gone (mqtt.js close, mosquitto_sub reconnect). */
   clientSideReconnects: number;
   pulled: PullResult[];
+  /** The newcomers condition: short-lived clients on a 20 % link joining the clean fleet. */
+  newcomers?: NewcomerResult;
   /** TCP keep-alive probes the server side sent (TcpExt.TCPKeepAlive) per hour of an idle connection (healthy idle + pulled clients before their Will). */
   probes: { keepAliveProbes: number; idleClients: number; idleClientHours: number; perIdleClientHour: number };
   errors: string[];
@@ -235,6 +238,15 @@ export class Cell {
     // a clitcpka death is a read error on the client side (CD) too, so HAProxy cannot tell them apart:
     // count every session end of a healthy client that the client did not close cleanly ('--' is normal).
     return e.reason !== '--';
+  }
+
+  /** Every Will the observer saw, and every connection end the front reported (for the newcomers condition). */
+  get observedWills(): ReadonlyArray<Will> {
+    return this.wills;
+  }
+
+  get frontEndLog(): ReadonlyArray<FrontEnd> {
+    return this.system.ends;
   }
 
   /** Counts for the progress line. */
