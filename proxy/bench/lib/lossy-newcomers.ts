@@ -3,11 +3,13 @@
  *
  * The healthy fleet of the cell is on a clean link; a fourth namespace sits behind a link with
  * 20 % loss each way, and in it short-lived clients come and go: each connects (mosquitto_sub,
- * KA 60, a Will on will/n/<id>), stays 40-50 s (idle, or receiving the 2 msg/s feed) and leaves
- * with a DISCONNECT; the next one takes its place. That is a cellular client at the edge of
- * coverage that reconnects often, joining a fleet whose other clients are all fine: the fleet's
- * prior says "clean", and a newcomer's first failure streak comes before its own evidence.
- * A Will of a newcomer before its own stop is a false death.
+ * KA 60, a Will on will/n/<id>), stays 40-50 s, idle, and leaves with a DISCONNECT; the next
+ * one takes its place. That is a cellular client at the edge of coverage that reconnects often,
+ * joining a fleet whose other clients are all fine: the fleet's prior says "clean", and a
+ * newcomer's first failure streak comes before its own evidence. (Idle: in 40-50 s a newcomer
+ * makes too few rounds to count in the fleet prior, so the prior stays that of the clean fleet,
+ * as it would with a few such clients among many.) A Will of a newcomer before its own stop is
+ * a false death.
  */
 import { once } from 'node:events';
 import { Link, Namespace } from './lossy-link.ts';
@@ -58,7 +60,7 @@ export class NewcomerChurn {
         const id = `n${slot}x${k}`;
         const sub = new MosquittoSub(this.ns, this.link.a.address, {
           id, protocolVersion: slot % 2 === 0 ? 4 : 5, keepalive: 60, willTopic: `will/n/${id}`,
-          topic: slot % 4 < 2 ? `idle/${id}` : 'feed/0', qos: 0,
+          topic: `idle/${id}`, qos: 0,
         });
         const inc: Incarnation = { id, sub, stopAt: Infinity };
         this.done.push(inc);
