@@ -77,7 +77,7 @@ export async function measureBrowserWill(o: BrowserWillOptions): Promise<Browser
   });
   await new Promise<void>((resolve) => page.listen(0, o.cable.hostAddress, resolve));
   const pageUrl = `http://${o.cable.hostAddress}:${(page.address() as net.AddressInfo).port}/`;
-  const watcher = await mqtt.connectAsync(o.watchUrl, { reconnectPeriod: 0, clientId: `watch-${clientId}` });
+  const watcher = await mqtt.connectAsync(o.watchUrl, { reconnectPeriod: 0, clientId: `watch-${clientId}` }, false);
   let willAt: number | null = null;
   let notify: () => void = () => {};
   const willArrived = new Promise<void>((resolve) => { notify = resolve; });

@@ -119,8 +119,8 @@ t.test('/readyz is 503 with a reason when the upstream port is closed, and when 
 });
 
 t.test('/connections lists a client with its keep-alive; the token is enforced', async (t) => {
-  const client = await mqtt.connectAsync(proxy.url, { reconnectPeriod: 0, clientId: 'admin-listed', username: 'alice', password: 'hunter2', keepalive: 17 });
-  const other = await mqtt.connectAsync(proxy.url, { reconnectPeriod: 0, clientId: 'admin-other', protocolVersion: 5, keepalive: 40 });
+  const client = await mqtt.connectAsync(proxy.url, { reconnectPeriod: 0, clientId: 'admin-listed', username: 'alice', password: 'hunter2', keepalive: 17 }, false);
+  const other = await mqtt.connectAsync(proxy.url, { reconnectPeriod: 0, clientId: 'admin-other', protocolVersion: 5, keepalive: 40 }, false);
   t.teardown(() => { client.end(true); other.end(true); });
 
   const noToken = await get<{ error: string }>(`${proxy.adminUrl}/connections`);

@@ -293,7 +293,7 @@ async function checkPod(t: Test, valuesFiles: string[], expectConnack: number): 
   const mqttSvc = findObject(objects, 'Service', (o) => o.metadata.labels?.['app.kubernetes.io/component'] === 'mqtt') as Svc;
   const mqttPort = sim.servicePort(mqttSvc, 'mqtt');
   if (expectConnack === 0) {
-    const client = await mqtt.connectAsync(`mqtt://127.0.0.1:${mqttPort}`, { protocolVersion: 5, clientId: 'helm-pod-test', keepalive: 10, reconnectPeriod: 0, connectTimeout: 10_000 });
+    const client = await mqtt.connectAsync(`mqtt://127.0.0.1:${mqttPort}`, { protocolVersion: 5, clientId: 'helm-pod-test', keepalive: 10, reconnectPeriod: 0, connectTimeout: 10_000 }, false);
     try {
       await client.subscribeAsync('helm/pod', { qos: 1 });
       const got = new Promise<string>((resolve) => client.once('message', (_topic, payload) => resolve(payload.toString())));
@@ -303,7 +303,7 @@ async function checkPod(t: Test, valuesFiles: string[], expectConnack: number): 
       await client.endAsync();
     }
   } else {
-    const err = await mqtt.connectAsync(`mqtt://127.0.0.1:${mqttPort}`, { protocolVersion: 4, clientId: 'helm-pod-anon', reconnectPeriod: 0, connectTimeout: 10_000 }).then(
+    const err = await mqtt.connectAsync(`mqtt://127.0.0.1:${mqttPort}`, { protocolVersion: 4, clientId: 'helm-pod-anon', reconnectPeriod: 0, connectTimeout: 10_000 }, false).then(
       async (c) => {
         await c.endAsync();
         return null;
@@ -316,7 +316,7 @@ async function checkPod(t: Test, valuesFiles: string[], expectConnack: number): 
     const config = parseYaml(volumeFiles(objects, configVolume).get('config.yaml')!) as { probes: { username: string; password: string } };
     const client = await mqtt.connectAsync(`mqtt://127.0.0.1:${mqttPort}`, {
       protocolVersion: 4, clientId: 'helm-pod-auth', username: config.probes.username, password: config.probes.password, reconnectPeriod: 0, connectTimeout: 10_000,
-    });
+    }, false);
     t.pass(`${config.probes.username} connects with the password of the rendered Secret`);
     await client.endAsync();
   }

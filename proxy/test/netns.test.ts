@@ -123,7 +123,7 @@ for (const protocolVersion of [4, 5] as const) {
     const port = await startMosquitto(t, cable.hostAddress);
 
     const topic = `will/${cable.name}`;
-    const sub = await mqtt.connectAsync({ host: cable.hostAddress, port, reconnectPeriod: 0, clientId: `sub-${cable.name}` });
+    const sub = await mqtt.connectAsync(`mqtt://${cable.hostAddress}:${port}`, { reconnectPeriod: 0, clientId: `sub-${cable.name}` }, false);
     t.teardown(() => sub.endAsync(true));
     await sub.subscribeAsync(topic, { qos: 1 });
     const will = new Promise<number>((resolve) => sub.on('message', (tp) => tp === topic && resolve(Date.now())));

@@ -7,7 +7,10 @@ import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import mqttPacket from 'mqtt-packet';
 
 export async function connectClient(url: string, options: IClientOptions = {}): Promise<MqttClient> {
-  return mqtt.connectAsync(url, { reconnectPeriod: 0, connectTimeout: 10_000, ...options });
+  const opts = { reconnectPeriod: 0, connectTimeout: 10_000, ...options };
+  // Without retries a close before the CONNACK (a broker restarting, a proxy refusing) must
+  // reject: mqtt.js's connectAsync would otherwise wait for ever (allowRetries defaults to true).
+  return mqtt.connectAsync(url, opts, opts.reconnectPeriod > 0);
 }
 
 /** Resolve with the next `count` messages the client receives. */
