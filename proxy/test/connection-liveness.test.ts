@@ -32,8 +32,8 @@ t.test('a lossy link is learnt from the timer\'s samples and the verdict gets pa
   const shared = newLivenessShared(settings, fleet, new LocalHealth());
   const clean = new ConnectionLiveness(settings, shared, 0);
   const lossy = new ConnectionLiveness(settings, shared, 0);
-  t.equal(clean.thresholds.idle.n, 3);
-  t.equal(lossy.thresholds.idle.n, 3, 'nothing known about this link yet: the fleet says clean');
+  t.equal(clean.thresholds.idle.n, 10, 'a newcomer: the fleet says clean, but this link has not shown it yet (newcomer rule)');
+  t.equal(lossy.thresholds.idle.n, 10, 'nothing known about this link yet');
   const kc = new FakeKernelSocket();
   const kl = new FakeKernelSocket();
   clean.onSample(kc.s, 0);
@@ -44,8 +44,9 @@ t.test('a lossy link is learnt from the timer\'s samples and the verdict gets pa
     // 20% loss each way: about one round in three fails.
     lossy.onSample(kl.probes(3, 2).s, clock.now());
   }
-  // One lossy link among 101 raises the fleet prior a little; an hour of clean evidence brings n back to 3.
+  // One lossy link among 101 raises the fleet prior a little; 60 clean rounds bring n back to 3 or 4.
   t.ok(clean.thresholds.idle.n <= 4, `clean: n = ${clean.thresholds.idle.n}`);
+  t.ok(clean.estimate!.newcomerN <= 3, `clean: the newcomer rule asks for no more (${clean.estimate!.newcomerN})`);
   t.ok(lossy.thresholds.idle.n >= 16, `lossy: n = ${lossy.thresholds.idle.n}`);
   t.equal(lossy.thresholds.keepAliveGraceMs, 0, 'no keep-alive known yet');
   lossy.setKeepAlive(60);
@@ -60,6 +61,56 @@ t.test('a lossy link is learnt from the timer\'s samples and the verdict gets pa
   clean.close();
   lossy.close();
   t.equal(fleet.contributors, 100, 'both shares withdrawn');
+  t.end();
+});
+
+t.test('newcomer rule: in a clean fleet a new connection on a bad link survives its first failure streak', (t) => {
+  const clock = new ManualClock();
+  const fleet = new FleetPrior();
+  for (let i = 0; i < 100; i++) fleet.replace(NaN, 0); // a clean fleet: the prior says q = 0.001
+  const shared = newLivenessShared(settings, fleet, new LocalHealth());
+  // Without the rule this connection had n = 3: a first streak of 3 failed probes on a 20 % link
+  // (probability 0.36^2 = 13 % once a streak begins) was a verdict before any failure was learnt.
+  const c = new ConnectionLiveness(settings, shared, 0);
+  const k = new FakeKernelSocket();
+  c.onSample(k.s, 0);
+  t.equal(c.thresholds.idle.n, 10);
+  // First probe 5 s after the last packet; it and the next 8 fail (9 out, none answered).
+  let v;
+  for (let out = 1; out <= 9; out++) {
+    clock.advance(out === 1 ? 5000 : 1000);
+    k.set({ probes: out, lastAckRecvMs: clock.now(), lastDataRecvMs: clock.now() });
+    k.probes(1, 0);
+    v = c.onSample(k.s, clock.now());
+    t.not(v.state, 'dead', `${out} unanswered probes: not dead (n = ${c.thresholds.idle.n})`);
+  }
+  // The 10th is answered: the streak ends, its failures are learnt and n rises with them.
+  clock.advance(1000);
+  k.set({ probes: 0, lastAckRecvMs: 0, lastDataRecvMs: 0 });
+  k.probes(1, 1);
+  v = c.onSample(k.s, clock.now());
+  t.equal(v.state, 'alive');
+  t.ok(c.thresholds.idle.n >= 10, `after a streak of 9: n = ${c.thresholds.idle.n}`);
+  c.close();
+  t.end();
+});
+
+t.test('newcomer rule: clean rounds bring n down to the budget\'s own', (t) => {
+  const clock = new ManualClock();
+  const fleet = new FleetPrior();
+  for (let i = 0; i < 100; i++) fleet.replace(NaN, 0);
+  const c = new ConnectionLiveness(settings, newLivenessShared(settings, fleet, new LocalHealth()), 0);
+  const k = new FakeKernelSocket();
+  c.onSample(k.s, 0);
+  const ns = [c.thresholds.idle.n];
+  for (let i = 0; i < 60; i++) {
+    clock.advance(6000);
+    c.onSample(k.probes(1, 1).s, clock.now());
+    ns.push(c.thresholds.idle.n);
+  }
+  t.same([0, 6, 13, 30, 60].map((i) => ns[i]), [10, 8, 6, 4, 3], `n after 0, 6, 13, 30, 60 clean rounds: ${ns.join(' ')}`);
+  t.ok(ns.every((n, i) => i === 0 || n <= ns[i - 1]), 'never rises on clean evidence');
+  c.close();
   t.end();
 });
 

@@ -9,6 +9,10 @@ import {
   transmissionsWithin,
   jitteredIdleSeconds,
   ThresholdCache,
+  newcomerProbes,
+  badLinkProbability,
+  BAD_LINKS,
+  NEWCOMER_RISK,
   type BudgetInputs,
   type Profile,
 } from '../src/liveness/verdict-budget.ts';
@@ -78,6 +82,52 @@ t.test('property: every deadline is monotone non-decreasing in loss', (t) => {
         );
       },
     ),
+  );
+  t.end();
+});
+
+t.test('newcomer rule: pBad(q_b) x q_b^(n-1) <= 1e-4 for q_b in 0.1, 0.2, 0.36; gone once the link has shown it is not bad', (t) => {
+  t.same(BAD_LINKS.map((q) => q.toFixed(2)), ['0.10', '0.20', '0.36'], 'about 5, 10 and 20 % loss each way');
+  t.equal(newcomerProbes(0, 0, 0.001), 10, 'a newcomer: 0.5 x 0.36^9 = 5e-5 (n = 9 would give 1.4e-4)');
+  t.ok(0.5 * 0.36 ** 9 <= NEWCOMER_RISK && 0.5 * 0.36 ** 8 > NEWCOMER_RISK);
+  t.same([0, 6, 13, 30, 60].map((k) => newcomerProbes(k, 0, 0.001)), [10, 8, 5, 4, 3], 'clean rounds bring it down');
+  t.ok(newcomerProbes(1000, 0, 0.001) <= 2, 'long clean: nothing left of it');
+  t.equal(newcomerProbes(0, 0, 0.001, 5), 5, 'capped');
+  t.equal(newcomerProbes(20, 4, 0.2), 9, 'a link that fails a fifth of its rounds: 0.36 still has odds 0.23, 0.23 x 0.36^8 <= 1e-4');
+  const link = (newcomerN: number, q = 0) => ({ qUpper: q, newcomerN, srttMs: 30, rttvarMs: 10, rtoMs: 230, dataSegsPerHour: 7200 });
+  t.equal(deriveThresholds(inputs({ link: link(10) })).idle.n, 10);
+  t.equal(deriveThresholds(inputs({ link: link(10) })).data.n, 10, 'data in flight too');
+  t.equal(deriveThresholds(inputs({ link: link(10, 0.3) })).idle.n, deriveThresholds(inputs({ q: 0.3 })).idle.n, 'a learnt lossy link needs more than the rule');
+  t.equal(deriveThresholds(inputs({ link: link(1) })).idle.n, 3, 'never below the profile');
+  const cache = new ThresholdCache({ budgetPerHour: 1e-4, profile: PROFILES.balanced, overrides: {}, maxHoldMs: 30_000, maxDeadMs: 120_000, thinLinear: false, rtoMaxApplied: true });
+  const view = { qUpper: 0.001, srttMs: 30, rttvarMs: 10, rtoMs: 230, dataSegsPerHour: 60 };
+  t.equal(cache.get({ ...view, newcomerN: 10 }, 60, 0).idle.n, 10, 'the cache keys on newcomerN');
+  t.equal(cache.get({ ...view, newcomerN: 0 }, 60, 0).idle.n, 3);
+  // Bayes: clean rounds multiply the odds by (1 - q_b) / (1 - q), failed ones by q_b / q.
+  t.equal(badLinkProbability(0, 0, 0.001, 0.36), 0.5);
+  const odds = (0.64 / 0.999) ** 10;
+  t.ok(Math.abs(badLinkProbability(10, 0, 0.001, 0.36) - odds / (1 + odds)) < 1e-12);
+  t.ok(badLinkProbability(5, 2, 0.01, 0.36) > 0.99, 'two failures in five on a link thought clean');
+  t.ok(badLinkProbability(1e6, 0, 0.001, 0.36) < 1e-300, 'no overflow');
+  t.equal(badLinkProbability(1e6, 1e6, 0.001, 0.36), 1, 'no overflow the other way');
+  t.end();
+});
+
+t.test('property: every deadline is monotone non-decreasing in newcomerN; newcomerProbes never rises on a clean round', (t) => {
+  fc.assert(
+    fc.property(fc.integer({ min: 0, max: 127 }), fc.integer({ min: 0, max: 127 }), fc.double({ min: 0, max: 0.9, noNaN: true }), (a, b, q) => {
+      const [lo, hi] = a <= b ? [a, b] : [b, a];
+      const link = (newcomerN: number) => ({ qUpper: q, newcomerN, srttMs: 30, rttvarMs: 10, rtoMs: 230, dataSegsPerHour: 7200 });
+      const x = deriveThresholds(inputs({ link: link(lo) }));
+      const y = deriveThresholds(inputs({ link: link(hi) }));
+      return x.idle.deadAfterMs <= y.idle.deadAfterMs && x.data.deadAfterMs <= y.data.deadAfterMs && x.idle.n <= y.idle.n && x.data.n <= y.data.n;
+    }),
+  );
+  fc.assert(
+    fc.property(fc.integer({ min: 0, max: 5000 }), fc.integer({ min: 0, max: 100 }), fc.double({ min: 1e-4, max: 0.05, noNaN: true }), (trials, f, q) => {
+      const failures = Math.min(f, trials);
+      return newcomerProbes(trials + 1, failures, q) <= newcomerProbes(trials, failures, q);
+    }),
   );
   t.end();
 });

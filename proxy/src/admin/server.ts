@@ -57,7 +57,7 @@ export interface ConnectionRow extends ConnectionIdentity {
   /** ISO time the current suspicion began; null when alive. */
   suspectSince: string | null;
   /** The link estimate (docs/liveness.md): kernel's smoothed RTT and variance, loss = 95% upper bound of q, samples read. */
-  link: { srttMs: number; rttvarMs: number; loss: number; samples: number };
+  link: { srttMs: number; rttvarMs: number; loss: number; newcomerProbes: number; samples: number };
   /** What the model derived for this connection: probes n, TCP verdict times, keep-alive grace. */
   deadlines: { probes: number; idleDeadAfterMs: number; dataDeadAfterMs: number; keepAliveGraceMs: number };
 }
@@ -296,7 +296,7 @@ export class AdminServer {
         connectedAt: new Date(conn.startedAt).toISOString(),
         state: since === null ? 'alive' : 'suspect',
         suspectSince: since === null ? null : new Date(wall - (now - since)).toISOString(),
-        link: { srttMs: round(snap.link.srttMs), rttvarMs: round(snap.link.rttvarMs), loss: Number(snap.link.loss.toPrecision(3)), samples: snap.link.samples },
+        link: { srttMs: round(snap.link.srttMs), rttvarMs: round(snap.link.rttvarMs), loss: Number(snap.link.loss.toPrecision(3)), newcomerProbes: snap.link.newcomerProbes, samples: snap.link.samples },
         deadlines: {
           probes: snap.deadlines.probes,
           idleDeadAfterMs: Math.round(snap.deadlines.idleDeadAfterMs),

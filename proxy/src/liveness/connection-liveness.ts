@@ -50,7 +50,8 @@ export function thresholdCacheFor(s: LivenessSettings): ThresholdCache {
 }
 
 export interface LivenessSnapshot {
-  link: { srttMs: number; rttvarMs: number; loss: number; samples: number };
+  /** loss: q's upper bound; newcomerProbes: the newcomer rule's floor on n (0: none left). */
+  link: { srttMs: number; rttvarMs: number; loss: number; newcomerProbes: number; samples: number };
   state: 'alive' | 'suspect' | 'dead';
   suspectSince: number | null;
   deadlines: { idleDeadAfterMs: number; dataDeadAfterMs: number; keepAliveGraceMs: number; probes: number };
@@ -115,7 +116,7 @@ export class ConnectionLiveness {
     const e = this.estimate;
     const th = this.thresholds;
     return {
-      link: { srttMs: e?.srttMs ?? 0, rttvarMs: e?.rttvarMs ?? 0, loss: e?.qUpper ?? 0, samples: e?.samples ?? 0 },
+      link: { srttMs: e?.srttMs ?? 0, rttvarMs: e?.rttvarMs ?? 0, loss: e?.qUpper ?? 0, newcomerProbes: e?.newcomerN ?? 0, samples: e?.samples ?? 0 },
       state: this.silence.state,
       suspectSince: this.silence.suspectSince >= 0 ? this.silence.suspectSince : null,
       deadlines: { idleDeadAfterMs: th.idle.deadAfterMs, dataDeadAfterMs: th.data.deadAfterMs, keepAliveGraceMs: th.keepAliveGraceMs, probes: th.idle.n },

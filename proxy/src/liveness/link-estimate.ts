@@ -26,6 +26,7 @@ const { jStat } = createRequire(import.meta.url)('jstat') as { jStat: { beta: { 
 /** The p-quantile of Beta(a, b): the credible upper bound of q the decisions use. */
 export const betaQuantile = (p: number, a: number, b: number): number => jStat.beta.inv(p, a, b);
 import type { TcpInfoSample } from './tcp-options.ts';
+import { newcomerProbes } from './verdict-budget.ts';
 
 export interface EstimateOptions {
   /** Weight of the fleet prior, in pseudo-trials. */
@@ -89,6 +90,8 @@ export class LinkEstimate {
   /** Upper credible bound and mean of q (posterior with the fleet prior). */
   qUpper = 0;
   qMean = 0;
+  /** The newcomer rule's floor on n from this connection's own rounds (verdict-budget.ts). */
+  newcomerN = 0;
   /** Data segments sent per hour (smoothed): the rate of possible data-in-flight episodes. */
   dataSegsPerHour = 0;
   /** Samples seen, and samples whose evidence was committed. */
@@ -119,6 +122,7 @@ export class LinkEstimate {
   /** Feed one sample. Returns true when qUpper or the RTT figures changed (thresholds to re-derive). */
   update(s: TcpInfoSample, now: number): boolean {
     const before = this.qUpper;
+    const newcomerBefore = this.newcomerN;
     const rttBefore = this.srttMs + 4 * this.rttvarMs;
     this.samples++;
     this.srttMs = s.rttUs / 1000;
@@ -130,7 +134,7 @@ export class LinkEstimate {
       this.commit(s, now);
     }
     this.refreshBound();
-    return this.qUpper !== before || Math.abs(this.srttMs + 4 * this.rttvarMs - rttBefore) > 0.2 * rttBefore + 5;
+    return this.qUpper !== before || this.newcomerN !== newcomerBefore || Math.abs(this.srttMs + 4 * this.rttvarMs - rttBefore) > 0.2 * rttBefore + 5;
   }
 
   /** The connection ended: withdraw its share of the fleet prior. */
@@ -204,6 +208,7 @@ export class LinkEstimate {
     const b = w * (1 - q0) + Math.max(0, this.trials - this.failures);
     this.qMean = a / (a + b);
     this.qUpper = betaQuantile(this.opts.credibility, a, b);
+    this.newcomerN = newcomerProbes(this.trials, this.failures, this.qMean);
   }
 }
 
