@@ -12,6 +12,7 @@
  *                    newcomers: a clean fleet that short-lived clients on a 20 % link keep joining
  *                    (lib/lossy-newcomers.ts)
  *   --parallel K     conditions run at the same time (default: all with --quick, else 3: ~30 min)
+ *   --pull-age S     pulled cables also on connections at least S seconds old (default 75; 0: new ones only)
  *   --out FILE       also write the JSON there (e.g. docs/results/lossy-....json)
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -33,6 +34,7 @@ const { values } = parseArgs({
     conditions: { type: 'string' },
     parallel: { type: 'string' },
     systems: { type: 'string' },
+    'pull-age': { type: 'string' },
     out: { type: 'string' },
   },
 });
@@ -42,6 +44,10 @@ const durationMs = Number(values.duration ?? (quick ? 160 : 600)) * 1000;
 const conditions = (values.conditions ?? '0,1,5,10,20,outage,newcomers').split(',').map((c) => c.trim());
 // Quick: everything at once. Full: three conditions (nine systems, ~300 mosquitto_sub processes) at a time on 2 cores.
 const parallel = Math.max(1, Number(values.parallel ?? (quick ? conditions.length : 3)));
+// Pulled cables on new connections (a few seconds after connecting: nothing learnt about the link yet)
+// and on established ones (at least this old: the link has shown what it is), side by side.
+const pullAgeMs = Number(values['pull-age'] ?? 75) * 1000;
+if (!(pullAgeMs >= 0 && pullAgeMs <= 3_600_000)) throw new Error('--pull-age 0..3600');
 const systems = (values.systems ? values.systems.split(',') : [...SYSTEMS]) as SystemName[];
 for (const c of conditions) if (c !== 'outage' && c !== 'newcomers' && !(Number.isInteger(Number(c)) && Number(c) >= 0 && Number(c) <= 100)) throw new Error(`bad condition ${c}`);
 for (const s of systems) if (!SYSTEMS.includes(s)) throw new Error(`bad system ${s}`);
@@ -106,7 +112,7 @@ async function runCondition(condition: string, index: number): Promise<Condition
     for (const system of systems) {
       if (interrupted) throw new Error('interrupted');
       phase.set(condition, `starting ${system}`);
-      const cell = await Cell.create({ system, tag: `l${index}${system.slice(0, 2)}`, lossPercent, clients, pulled: true });
+      const cell = await Cell.create({ system, tag: `l${index}${system.slice(0, 2)}`, lossPercent, clients, pulled: true, pullAgesMs: pullAgeMs > 0 ? [0, pullAgeMs] : [0] });
       cells.push(cell);
       live.add(cell);
     }
@@ -182,17 +188,22 @@ const sec = (ms: number | null | undefined) => (ms === null || ms === undefined 
 const rows: Record<string, string>[] = [];
 for (const r of results) {
   for (const c of r.cells) {
-    const valid = c.pulled.filter(isPullSample);
-    const got = valid.filter((p) => p.willAfterMs !== null).map((p) => p.willAfterMs!);
-    const invalid = c.pulled.length - valid.length;
+    const lane = (established: boolean): string => {
+      const mine = c.pulled.filter((p) => (p.laneAgeMs > 0) === established);
+      const valid = mine.filter(isPullSample);
+      const got = valid.filter((p) => p.willAfterMs !== null).map((p) => p.willAfterMs!);
+      const invalid = mine.length - valid.length;
+      return (got.length ? `${sec(median(got))} (${got.length}${got.length < valid.length ? `, ${valid.length - got.length} missed` : ''})` : valid.length ? `none in ${valid.length}` : '-')
+        + (invalid ? ` [${invalid} left out: died before the pull]` : '');
+    };
     const reasons = [...Object.entries(c.frontEnds).map(([k, v]) => `${k} ${v}`), ...(c.brokerTimeouts ? [`broker timeout ${c.brokerTimeouts}`] : [])].join(', ');
     rows.push({
       condition: r.condition === 'outage' ? `outages ${r.outages.length}x` : r.condition === 'newcomers' ? 'newcomers' : `${r.lossPercent}% loss`,
       system: SYSTEM_LABEL[c.system],
       'false deaths': `${c.falseDeaths.clients}/${c.clients.connected}${c.falseDeaths.wills > c.falseDeaths.clients ? ` (${c.falseDeaths.wills} Wills)` : ''}`,
       'front ends of healthy (by reason)': reasons || '-',
-      'pulled cable -> Will (median, n)': (got.length ? `${sec(median(got))} (${got.length}${got.length < valid.length ? `, ${valid.length - got.length} missed` : ''})` : valid.length ? `none in ${valid.length}` : '-')
-        + (invalid ? ` [${invalid} left out: died before the pull]` : ''),
+      'pulled, new connection -> Will (median, n)': lane(false),
+      ...(pullAgeMs > 0 ? { [`pulled, >= ${pullAgeMs / 1000} s old -> Will`]: lane(true) } : {}),
       // (newcomers: their probes count in the server namespace too, so the figure would not be per idle healthy client)
       'probes/idle client-h': r.condition !== 'newcomers' && Number.isFinite(c.probes.perIdleClientHour) ? String(Math.round(c.probes.perIdleClientHour)) : '-',
     });
@@ -213,10 +224,11 @@ for (const r of results) {
 const json = {
   date: new Date().toISOString(),
   command: `npm run bench:lossy -- ${process.argv.slice(2).join(' ')}`.trim(),
-  settings: { quick, clients, durationMs, conditions, parallel, systems, outage: OUTAGE, pullAfterLastPacketMs: 3_000, cores: os.cpus().length },
+  settings: { quick, clients, durationMs, conditions, parallel, systems, outage: OUTAGE, pullAfterLastPacketMs: 3_000, pullAgeMs, cores: os.cpus().length },
   notes: [
     'falseDeaths: Wills of healthy clients seen by an observer on the broker while measuring.',
     'frontEnds: proxy = connection_end reasons of healthy clients; haproxy = tcplog termination states ("--" = closed by the client).',
+    'pulled: laneAgeMs 0 = pulled a few seconds after connecting (a new connection); laneAgeMs > 0 = pulled once at least that old (established); ageAtPullMs = the real age.',
     'pulled: samples with "invalid" set (the connection had died before its pull) or a Will under 0.5 s after the pull (a verdict already under way) are left out of the statistics (isPullSample).',
     'newcomers: clients on a 20 % link that each stay 40-50 s and leave with a DISCONNECT, joining a clean fleet; a Will before a newcomer\'s own stop (or a reconnect) is a false death.',
     'probes: TcpExt.TCPKeepAlive delta of the server namespace / hours of idle connections (idle healthy clients over the window + pulled-cable clients from SUBACK to Will).',

@@ -2,15 +2,17 @@
  * One cell of the lossy-link bench: one system (Mosquitto alone, HAProxy or
  * the proxy) under one link condition, in namespaces of its own:
  *
- *   client ns  --lossy veth--  server ns (broker, front, observer, publishers)  --lossy veth--  pulled ns
+ *   client ns  --lossy veth--  server ns (broker, front, observer, publishers)  --lossy veth--  pulled ns(s)
  *
  * Healthy clients (mosquitto_sub processes and mqtt.js clients in one node
  * process) live in the client namespace, each with a Will on will/h/<id>; half
  * idle, half receiving 2 msg/s at QoS 0 or 1 from publishers beside the broker.
  * An observer on the broker's loopback records every Will: a Will of a healthy
- * client is a false death. The pulled namespace holds the pulled-cable clients
- * (KA 60, MQTT 3.1.1 and 5), whose link is cut a few seconds after their last
- * packet; the time to their Will is the detection time.
+ * client is a false death. Each pulled namespace (a lane) holds a pair of
+ * pulled-cable clients (KA 60, MQTT 3.1.1 and 5), whose link is cut a few seconds
+ * after their last packet once they are at least the lane's age old (0: new
+ * connections; e.g. 75 s: established ones); the time to their Will is the
+ * detection time.
  */
 import { once } from 'node:events';
 import type { ChildProcess } from 'node:child_process';
@@ -28,9 +30,17 @@ export interface CellOptions {
   tag: string;
   lossPercent: number;
   clients: number;
-  /** Create the pulled-cable namespace. */
+  /** Create the pulled-cable namespace(s). */
   pulled: boolean;
+  /**
+   * One pulled-cable namespace (lane) per entry: the least age, ms since its SUBACK, a pair of
+   * clients has when its cable is pulled (default [0]: a few seconds after connecting).
+   */
+  pullAgesMs?: number[];
 }
+
+/** A pulled-cable namespace: its clients are pulled once at least ageMs old. */
+interface PullLane { ns: Namespace; link: Link; ageMs: number; prefix: string }
 
 export interface PullResult {
   protocol: '3.1.1' | '5';
@@ -40,6 +50,9 @@ export interface PullResult {
   verdict?: string;
   /** From starting the clients to their SUBACK (a lossy link slows the connect). */
   connectMs: number;
+  /** The lane's least age at the pull (ms since SUBACK), and the age it really had. */
+  laneAgeMs: number;
+  ageAtPullMs: number;
   /** Set when the sample does not measure a pull: the connection had already died (and reconnected) before it. */
   invalid?: string;
 }
@@ -108,16 +121,15 @@ export class Cell {
     readonly options: CellOptions,
     readonly server: Namespace,
     readonly clientNs: Namespace,
-    readonly pulledNs: Namespace | null,
     readonly clientLink: Link,
-    readonly pulledLink: Link | null,
+    readonly lanes: readonly PullLane[],
   ) {
     this.mix = clientMix(options.clients);
   }
 
   /** Links carrying the condition (outages cut them all). */
   get links(): Link[] {
-    return this.pulledLink ? [this.clientLink, this.pulledLink] : [this.clientLink];
+    return [this.clientLink, ...this.lanes.map((l) => l.link)];
   }
 
   static async create(options: CellOptions): Promise<Cell> {
@@ -128,14 +140,17 @@ export class Cell {
       const clientNs = await Namespace.create(`${options.tag}c`);
       made.push(clientNs);
       const clientLink = await Link.create(server, 'sv0', clientNs, 'cl0', 1, options.lossPercent);
-      let pulledNs: Namespace | null = null;
-      let pulledLink: Link | null = null;
+      const lanes: PullLane[] = [];
       if (options.pulled) {
-        pulledNs = await Namespace.create(`${options.tag}p`);
-        made.push(pulledNs);
-        pulledLink = await Link.create(server, 'sv1', pulledNs, 'pl0', 2, options.lossPercent);
+        for (const [i, ageMs] of (options.pullAgesMs ?? [0]).entries()) {
+          // Lane 0 keeps the names it always had; subnet 3 belongs to the newcomers' namespace.
+          const ns = await Namespace.create(i === 0 ? `${options.tag}p` : `${options.tag}e${i}`);
+          made.push(ns);
+          const link = await Link.create(server, i === 0 ? 'sv1' : `sv${i + 3}`, ns, i === 0 ? 'pl0' : 'pe0', i === 0 ? 2 : i + 3, options.lossPercent);
+          lanes.push({ ns, link, ageMs, prefix: i === 0 ? 'p' : `e${i}c` });
+        }
       }
-      const cell = new Cell(options, server, clientNs, pulledNs, clientLink, pulledLink);
+      const cell = new Cell(options, server, clientNs, clientLink, lanes);
       await cell.startServerSide();
       return cell;
     } catch (err) {
@@ -257,21 +272,21 @@ export class Cell {
 
   /** Pulled-cable cycles until `untilAt`: a new cycle only starts if the previous one's length still fits. */
   startPulls(untilAt: number, options: { afterLastPacketMs?: number; timeoutMs?: number; maxCycles?: number } = {}): void {
-    if (!this.pulledNs || !this.pulledLink) throw new Error('cell has no pulled namespace');
-    this.pullLoop = (async () => {
+    if (this.lanes.length === 0) throw new Error('cell has no pulled namespace');
+    this.pullLoop = Promise.all(this.lanes.map(async (lane) => {
       let last = 0;
       for (let cycle = 0; cycle < (options.maxCycles ?? Infinity) && !this.stopping; cycle++) {
         if (cycle > 0 && Date.now() + last > untilAt) break;
         const began = Date.now();
         try {
-          this.pulls.push(...await this.pullCycle(cycle, options.afterLastPacketMs ?? 3_000, options.timeoutMs ?? 130_000));
+          this.pulls.push(...await this.pullCycle(lane, cycle, options.afterLastPacketMs ?? 3_000, options.timeoutMs ?? 130_000));
         } catch (err) {
-          this.error(`pull ${cycle}: ${(err as Error).message}`);
+          this.error(`pull ${lane.prefix}${cycle}: ${(err as Error).message}`);
           await sleep(1000);
         }
         last = Date.now() - began;
       }
-    })();
+    })).then(() => undefined);
   }
 
   /** Wait for the pulled-cable cycles to finish. */
@@ -280,12 +295,11 @@ export class Cell {
     return this.pulls;
   }
 
-  private async pullCycle(cycle: number, afterLastPacketMs: number, timeoutMs: number): Promise<PullResult[]> {
-    const ns = this.pulledNs!;
-    const link = this.pulledLink!;
+  private async pullCycle(lane: PullLane, cycle: number, afterLastPacketMs: number, timeoutMs: number): Promise<PullResult[]> {
+    const { ns, link } = lane;
     const host = link.a.address;
     const clients = ([4, 5] as const).map((v) => {
-      const id = `p${cycle}v${v}`;
+      const id = `${lane.prefix}${cycle}v${v}`;
       return { id, v, sub: new MosquittoSub(ns, host, { id, protocolVersion: v, keepalive: 60, willTopic: `will/p/${id}`, topic: `idle/${id}`, qos: 0 }) };
     });
     const cycleStart = Date.now();
@@ -295,11 +309,13 @@ export class Cell {
         if (Date.now() > deadline) throw new Error(`pulled-cable clients did not connect within 60 s: ${clients.map((c) => c.sub.describe()).join('; ')}`);
         await sleep(100);
       }
-      // A few seconds after the last MQTT packet (KA 60: the next PINGREQ is a minute away).
+      // At least the lane's age after the SUBACK, and a few seconds after the last MQTT packet
+      // (KA 60: the next PINGREQ is up to a minute away).
       for (;;) {
         const quietFor = Date.now() - Math.max(...clients.map((c) => c.sub.lastPacketAt));
-        if (quietFor >= afterLastPacketMs || this.stopping) break;
-        await sleep(Math.max(20, afterLastPacketMs - quietFor));
+        const age = Date.now() - Math.max(...clients.map((c) => c.sub.subscribedAt));
+        if ((quietFor >= afterLastPacketMs && age >= lane.ageMs) || this.stopping) break;
+        await sleep(Math.max(20, Math.min(1000, Math.max(afterLastPacketMs - quietFor, lane.ageMs - age))));
       }
       for (const c of clients) this.pulledActive.set(c.id, Math.max(this.measureStart, c.sub.subscribedAt));
       const connectsBefore = clients.map((c) => c.sub.connects);
@@ -324,7 +340,7 @@ export class Cell {
         this.endPulledIdle(c.id, w?.at ?? Date.now());
         const verdict = ends.find((e) => e.clientId === c.id);
         const invalid = diedBefore[i] ?? (verdict && verdict.at < pulledAt ? 'verdict before the pull' : undefined);
-        results.push({ protocol: c.v === 5 ? '5' : '3.1.1', willAfterMs: w ? w.at - pulledAt : null, connectMs: c.sub.subscribedAt - cycleStart, ...(verdict ? { verdict: verdict.reason } : {}), ...(invalid ? { invalid } : {}) });
+        results.push({ protocol: c.v === 5 ? '5' : '3.1.1', willAfterMs: w ? w.at - pulledAt : null, connectMs: c.sub.subscribedAt - cycleStart, laneAgeMs: lane.ageMs, ageAtPullMs: pulledAt - c.sub.subscribedAt, ...(verdict ? { verdict: verdict.reason } : {}), ...(invalid ? { invalid } : {}) });
       }
       return results;
     } finally {
@@ -404,6 +420,6 @@ export class Cell {
     await this.pullLoop?.catch(() => undefined);
     for (const c of this.children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
     await this.system?.stop().catch(() => undefined);
-    for (const ns of [this.clientNs, this.pulledNs, this.server]) await ns?.destroy();
+    for (const ns of [this.clientNs, ...this.lanes.map((l) => l.ns), this.server]) await ns.destroy();
   }
 }
