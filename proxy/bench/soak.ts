@@ -33,6 +33,7 @@ import { parseArgs } from 'node:util';
 import mqtt, { type MqttClient } from 'mqtt';
 import mqttPacket from 'mqtt-packet';
 import { freePort, ROOT, startMosquitto, waitForPort, type Service } from './lib/services.ts';
+import { prng } from '../harness/prng.ts';
 
 const { values } = parseArgs({
   options: {
@@ -202,16 +203,6 @@ class Counters {
   }
 }
 
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 const rnd = prng(0x50a4);
 const int = (n: number): number => Math.floor(rnd() * n);
 

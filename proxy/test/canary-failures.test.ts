@@ -7,19 +7,9 @@
  */
 import t from 'tap';
 import net from 'node:net';
-import { request } from 'undici';
-import type { ReadyBody } from '../src/admin/server.ts';
-import { startProxy, type TestProxy } from './helpers/proxy.ts';
+import { startProxy } from './helpers/proxy.ts';
+import { metricsText, readyz } from './helpers/admin.ts';
 
-async function readyz(proxy: TestProxy): Promise<{ status: number; body: ReadyBody }> {
-  const res = await request(`${proxy.adminUrl}/readyz`);
-  return { status: res.statusCode, body: (await res.body.json()) as ReadyBody };
-}
-
-async function metricsText(proxy: TestProxy): Promise<string> {
-  const res = await request(`${proxy.adminUrl}/metrics`);
-  return res.body.text();
-}
 
 /**
  * A broker that answers CONNECT with a success CONNACK (the MQTT 5 form, which an

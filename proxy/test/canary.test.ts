@@ -9,10 +9,10 @@ import { execFileSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { request } from 'undici';
 import type { ReadyBody } from '../src/admin/server.ts';
 import { freePort, startMosquitto, type Mosquitto } from './helpers/mosquitto.ts';
 import { startProxy, type TestProxy } from './helpers/proxy.ts';
+import { metricsText, readyz } from './helpers/admin.ts';
 import { connectFrame, eventually, RawClient, sleep } from './helpers/clients.ts';
 
 const INTERVAL = 1;
@@ -22,15 +22,6 @@ const BOUND_MS = (INTERVAL + TIMEOUT) * 1000;
 /** Timer and polling slack on a busy 2-core machine (the proxy shares this process's event loop). */
 const SLACK_MS = 2_000;
 
-async function readyz(proxy: TestProxy): Promise<{ status: number; body: ReadyBody }> {
-  const res = await request(`${proxy.adminUrl}/readyz`);
-  return { status: res.statusCode, body: (await res.body.json()) as ReadyBody };
-}
-
-async function metricsText(proxy: TestProxy): Promise<string> {
-  const res = await request(`${proxy.adminUrl}/metrics`);
-  return res.body.text();
-}
 
 function metric(text: string, series: string): number {
   const escaped = series.replace(/[{}"=]/g, (c) => `\\${c}`);

@@ -1,6 +1,7 @@
 import t from 'tap';
 import mqttPacket from 'mqtt-packet';
 import { Framer, HOLD, PASS, REJECT, type HeaderDecision } from '../src/mqtt/framer.ts';
+import { prng } from '../harness/prng.ts';
 
 type Packet = Parameters<typeof mqttPacket.generate>[0];
 
@@ -9,18 +10,6 @@ type Packet = Parameters<typeof mqttPacket.generate>[0];
  * and FRAMER_SEED=<n> replays a run.
  */
 const SEED = process.env.FRAMER_SEED ? Number(process.env.FRAMER_SEED) >>> 0 : (Date.now() ^ (process.pid << 16)) >>> 0;
-
-/** mulberry32: a small, well-spread 32-bit PRNG. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 /** One fixture of each packet type, for MQTT 3.1.1 and MQTT 5 (with properties). */
 function fixtures(protocolVersion: 4 | 5): Buffer[] {

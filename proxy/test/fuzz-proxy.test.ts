@@ -20,6 +20,7 @@ import { connectClient, connectFrame, eventually, RawClient, sleep } from './hel
 import { collectUncaught, settledMemory } from './helpers/runtime.ts';
 import { REASONS } from '../src/liveness/reasons.ts';
 import type { CloseEvent } from '../src/relay/events.ts';
+import { prng } from '../harness/prng.ts';
 
 type Packet = Parameters<typeof mqttPacket.generate>[0];
 
@@ -31,16 +32,6 @@ const SEED = Number(process.env.MLP_FUZZ_SEED ?? 20240601);
 
 // ---- seeded randomness ------------------------------------------------------------
 
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 /** Re-seeded for each connection's plan, so a plan does not depend on how the workers interleave. */
 let rnd = prng(SEED);
 const int = (n: number): number => Math.floor(rnd() * n);

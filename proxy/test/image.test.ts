@@ -11,33 +11,19 @@
  * containers it creates are removed; the base image stays as a cache.
  */
 import t from 'tap';
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { request } from 'undici';
 import { PACKAGE_ROOT } from '../src/broker/supervisor.ts';
 import { freePort, startMosquitto } from './helpers/mosquitto.ts';
 import { connectClient, eventually, nextMessages } from './helpers/clients.ts';
+import { run } from './helpers/run.ts';
 
 // The first run on a machine pays for debootstrap (~2 min) and a cold npm ci.
 t.setTimeout(15 * 60_000);
 
-interface Ran { code: number | null; stdout: string; stderr: string }
-
-function run(cmd: string, args: string[], timeoutMs = 10 * 60_000): Promise<Ran> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(cmd, args, { cwd: PACKAGE_ROOT, stdio: ['ignore', 'pipe', 'pipe'], timeout: timeoutMs, killSignal: 'SIGKILL' });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
-    p.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
-    p.once('error', reject);
-    p.once('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
-
 async function mustRun(cmd: string, args: string[], timeoutMs?: number): Promise<string> {
-  const r = await run(cmd, args, timeoutMs);
+  const r = await run(cmd, args, { cwd: PACKAGE_ROOT, timeoutMs });
   if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.code}:\n${r.stderr.slice(-3000)}\n${r.stdout.slice(-2000)}`);
   return r.stdout.trim();
 }
@@ -56,7 +42,7 @@ t.test('the Dockerfile builds on a registry-free base and the image proxies MQTT
 
   const tag = `localhost/mlp-image-test:${process.pid}`;
   const started = performance.now();
-  t.teardown(() => run('podman', ['rmi', '--force', tag]).then(() => undefined));
+  t.teardown(() => run('podman', ['rmi', '--force', tag], { cwd: PACKAGE_ROOT }).then(() => undefined));
   await mustRun('buildah', ['build', '--network', 'host', ...ULIMITS, '--build-arg', `BUILD_IMAGE=${base}`, '--build-arg', `RUNTIME_IMAGE=${base}`, '-t', tag, '.']);
   t.comment(`buildah build: ${((performance.now() - started) / 1000).toFixed(1)} s`);
 
@@ -80,11 +66,11 @@ t.test('the Dockerfile builds on a registry-free base and the image proxies MQTT
   t.teardown(() => broker.stop());
   const [listen, admin] = [await freePort(), await freePort()];
   const name = `mlp-image-test-${process.pid}`;
-  t.teardown(() => run('podman', ['rm', '--force', '--time', '0', name]).then(() => undefined));
+  t.teardown(() => run('podman', ['rm', '--force', '--time', '0', name], { cwd: PACKAGE_ROOT }).then(() => undefined));
   // --read-only-tmpfs=false: not even /tmp, /var/tmp and /run are writable (podman mounts tmpfs there by default).
   await mustRun('podman', [...PODMAN, 'run', '--detach', '--name', name, '--network', 'host', '--read-only', '--read-only-tmpfs=false', ...ULIMITS, tag,
     '--broker', 'none', '--upstream', `127.0.0.1:${broker.port}`, '--listen', `127.0.0.1:${listen}`, '--admin', `127.0.0.1:${admin}`]);
-  const logs = async (): Promise<string> => { const r = await run('podman', ['logs', name]); return r.stdout + r.stderr; };
+  const logs = async (): Promise<string> => { const r = await run('podman', ['logs', name], { cwd: PACKAGE_ROOT }); return r.stdout + r.stderr; };
 
   const readyz = async (): Promise<number> => request(`http://127.0.0.1:${admin}/readyz`).then((r) => { void r.body.dump().catch(() => undefined); return r.statusCode; }, () => 0);
   await eventually(async () => (await readyz()) === 200, 60_000, '/readyz 200').catch(async (err: Error) => { throw new Error(`${err.message}\n${await logs()}`); });
@@ -94,7 +80,7 @@ t.test('the Dockerfile builds on a registry-free base and the image proxies MQTT
   const uids = /^Uid:\s+(.*)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1].split(/\s+/);
   t.same(uids, ['1000', '1000', '1000', '1000'], 'the proxy process runs as uid 1000 (real, effective, saved, fs)');
   for (const dir of ['/app', '/tmp', '/']) {
-    const write = await run('podman', ['exec', name, 'sh', '-c', `echo x > ${dir}/probe`]);
+    const write = await run('podman', ['exec', name, 'sh', '-c', `echo x > ${dir}/probe`], { cwd: PACKAGE_ROOT });
     t.not(write.code, 0, `${dir} is read-only (${write.stderr.trim()})`);
   }
 

@@ -24,7 +24,7 @@ import mqtt from 'mqtt';
 import WebSocket from 'ws';
 import { startMosquitto, freePort } from './helpers/mosquitto.ts';
 import { startProxy } from './helpers/proxy.ts';
-import { startHaproxy } from './helpers/haproxy.ts';
+import { startAcceptProxyFront, startHaproxy } from './helpers/haproxy.ts';
 import { connectFrame, eventually, nextMessages, RawClient, sleep } from './helpers/clients.ts';
 import { scrape, value } from './helpers/scrape.ts';
 
@@ -196,11 +196,7 @@ t.test('bad PROXY headers from a trusted peer: closed, counted, logged; a client
 
 t.test('PROXY out: HAProxy accept-proxy in front of Mosquitto sees the client address from our v2 header', async (t) => {
   const front = await freePort();
-  const haproxy = await startHaproxy([
-    '  log-format "MLP-SEEN %ci:%cp -> %fi:%fp"',
-    `frontend pp\n  bind 127.0.0.1:${front} accept-proxy\n  default_backend broker`,
-    `backend broker\n  server m 127.0.0.1:${mosquitto.port}`,
-  ].join('\n'), [front]);
+  const haproxy = await startAcceptProxyFront(mosquitto.port, front);
   t.teardown(() => haproxy.stop());
   const proxy = await startProxy(front, { proxyProtocol: { upstream: 'v2' }, probes: { enabled: true, interval: 0.5, timeout: 0.4 } });
   t.teardown(() => proxy.stop());

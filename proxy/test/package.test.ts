@@ -17,27 +17,14 @@ import { defaultConfig } from '../src/config/load.ts';
 import { freePort, startMosquitto } from './helpers/mosquitto.ts';
 import { connectClient, eventually, nextMessages } from './helpers/clients.ts';
 import { binNodeFlags } from '../bench/lib/services.ts';
+import { run } from './helpers/run.ts';
 
 t.setTimeout(10 * 60_000);
 
 const pkg = JSON.parse(readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { name: string; version: string; bin: Record<string, string> };
 
-interface Ran { code: number | null; stdout: string; stderr: string }
-
-function run(cmd: string, args: string[], cwd: string, timeoutMs = 5 * 60_000): Promise<Ran> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(cmd, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'], timeout: timeoutMs, killSignal: 'SIGKILL' });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
-    p.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
-    p.once('error', reject);
-    p.once('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
-
 async function mustRun(cmd: string, args: string[], cwd: string): Promise<string> {
-  const r = await run(cmd, args, cwd);
+  const r = await run(cmd, args, { cwd });
   if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.code}:\n${r.stderr.slice(-3000)}`);
   return r.stdout.trim();
 }

@@ -20,7 +20,7 @@ import { ProxyHeaderParser, type ProxyHeader } from '../src/listeners/proxy-prot
 import { encodeProxyV2, encodeProxyV2Local } from '../src/listeners/proxy-protocol-out.ts';
 import { connectFrame, RawClient, sleep } from './helpers/clients.ts';
 import { freePort, startMosquitto } from './helpers/mosquitto.ts';
-import { startHaproxy } from './helpers/haproxy.ts';
+import { startAcceptProxyFront, startHaproxy } from './helpers/haproxy.ts';
 
 interface Received { header: ProxyHeader; bytes: Buffer; peer: string }
 
@@ -113,11 +113,7 @@ t.test('our v2 encoder -> HAProxy accept-proxy -> Mosquitto: HAProxy logs the ad
   const mosquitto = await startMosquitto();
   t.teardown(() => mosquitto.stop());
   const front = await freePort();
-  const haproxy = await startHaproxy([
-    '  log-format "MLP-SEEN %ci:%cp -> %fi:%fp"',
-    `frontend pp\n  bind 127.0.0.1:${front} accept-proxy\n  default_backend broker`,
-    `backend broker\n  server m 127.0.0.1:${mosquitto.port}`,
-  ].join('\n'), [front]);
+  const haproxy = await startAcceptProxyFront(mosquitto.port, front);
   t.teardown(() => haproxy.stop());
 
   const cases = [

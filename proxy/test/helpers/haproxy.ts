@@ -53,3 +53,15 @@ export async function startHaproxy(sections: string, ports: number[]): Promise<H
     },
   };
 }
+
+/**
+ * HAProxy with an accept-proxy frontend in front of a broker: it logs, for each connection, the
+ * client address it took from the PROXY header ("MLP-SEEN <client ip:port> -> <frontend ip:port>").
+ */
+export async function startAcceptProxyFront(brokerPort: number, front: number): Promise<Haproxy> {
+  return startHaproxy([
+    '  log-format "MLP-SEEN %ci:%cp -> %fi:%fp"',
+    `frontend pp\n  bind 127.0.0.1:${front} accept-proxy\n  default_backend broker`,
+    `backend broker\n  server m 127.0.0.1:${brokerPort}`,
+  ].join('\n'), [front]);
+}
