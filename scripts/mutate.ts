@@ -175,7 +175,7 @@ const BREAKAGES: Breakage[] = [
     what: 'a TCP-silence dead verdict ignores LocalHealth\'s hold while the proxy is degraded',
     file: 'proxy/src/liveness/tcp-verdict.ts',
     where: 'TcpSilenceCheck.check, the dead branch (shouldHold)',
-    edits: [['      if (this.health?.shouldHold(now) && (', '      if (this.health?.shouldHold(now) && now < 0 && (']],
+    edits: [['this.health.shouldHold(now) && (', 'this.health.shouldHold(now) && now < 0 && (']],
     tests: [T('tcp-verdict')],
   },
   {
@@ -185,10 +185,19 @@ const BREAKAGES: Breakage[] = [
     file: 'proxy/src/liveness/verdict-budget.ts',
     where: 'deriveThresholds, nIdle and nData',
     edits: [
-      ['  const nIdle = probesFor(q, x.budgetPerHour / idleEpisodes, minN, MAX_PROBES);', '  const nIdle = minN + 0 * idleEpisodes;'],
-      ['  const nData = probesFor(q, x.budgetPerHour / dataEpisodes, minN, MAX_PROBES);', '  const nData = minN + 0 * dataEpisodes;'],
+      ['  const nIdle = Math.max(nNew, probesFor(q, x.budgetPerHour / idleEpisodes, minN, MAX_PROBES));', '  const nIdle = Math.max(nNew, minN + 0 * idleEpisodes);'],
+      ['  const nData = Math.max(nNew, probesFor(q, x.budgetPerHour / dataEpisodes, minN, MAX_PROBES));', '  const nData = Math.max(nNew, minN + 0 * dataEpisodes);'],
     ],
     tests: [T('verdict-budget'), T('tcp-verdict'), T('connection-liveness')],
+  },
+  {
+    // Breaks: a newcomer on a lossy link in a clean fleet is cut by its first failure streak.
+    name: 'newcomer-rule-dropped',
+    what: 'a new connection gets the fleet prior\'s n at once, before its own rounds showed its link is not bad',
+    file: 'proxy/src/liveness/verdict-budget.ts',
+    where: 'deriveThresholds, nNew',
+    edits: [['  const nNew = Math.min(link.newcomerN ?? 0, MAX_PROBES);', '  const nNew = 0 * Math.min(link.newcomerN ?? 0, MAX_PROBES);']],
+    tests: [T('verdict-budget'), T('connection-liveness')],
   },
   {
     // Breaks: the same as verdict-ignores-hold, from the other side: nothing is ever held.
