@@ -175,7 +175,7 @@ const BREAKAGES: Breakage[] = [
     what: 'a TCP-silence dead verdict ignores LocalHealth\'s hold while the proxy is degraded',
     file: 'proxy/src/liveness/tcp-verdict.ts',
     where: 'TcpSilenceCheck.check, the dead branch (shouldHold)',
-    edits: [['this.health.shouldHold(now) && (', 'this.health.shouldHold(now) && now < 0 && (']],
+    edits: [['      if (this.health?.shouldHold(now) && (', '      if (this.health?.shouldHold(now) && now < 0 && (']],
     tests: [T('tcp-verdict')],
   },
   {

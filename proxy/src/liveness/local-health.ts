@@ -87,10 +87,10 @@ export class LocalHealth {
     return sum;
   }
 
-  /** Whether a TCP-level dead verdict reached now should be held. */
+  /** Whether a TCP-level dead verdict reached now should be held (never with maxHoldMs 0: holds off). */
   shouldHold(now: number): boolean {
     this.update(now);
-    return this.degraded;
+    return this.degraded && this.maxHoldMs > 0;
   }
 
   isDegraded(now: number): boolean {

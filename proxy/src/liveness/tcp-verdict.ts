@@ -118,7 +118,7 @@ export class TcpSilenceCheck {
       this.health?.noteOnset(owed + t.correlateAfterMs, now);
     }
     if (silence >= t.deadAfterMs && enoughProbes) {
-      if (this.health && this.health.maxHoldMs > 0 && this.health.shouldHold(now) && (this.heldSince < 0 || now - this.heldSince < this.health.maxHoldMs)) {
+      if (this.health?.shouldHold(now) && (this.heldSince < 0 || now - this.heldSince < this.health.maxHoldMs)) {
         if (this.heldSince < 0) {
           this.heldSince = now;
           this.health.noteHeld();
