@@ -40,6 +40,7 @@ import type { TrustedSources } from './trusted-sources.ts';
 import type { AcceptedTransport } from './transport.ts';
 import { WebSocketDuplex } from './websocket-stream.ts';
 import { rawOf } from './raw-socket.ts';
+import { listen } from '../net/listen.ts';
 
 export const MQTT_SUBPROTOCOLS = ['mqtt', 'mqttv3.1'] as const;
 
@@ -116,13 +117,7 @@ export class WebSocketListener {
   }
 
   async listen(): Promise<net.AddressInfo> {
-    await new Promise<void>((resolve, reject) => {
-      this.listener.once('error', reject);
-      this.listener.listen({ host: this.options.host, port: this.options.port, backlog: 4096 }, () => {
-        this.listener.off('error', reject);
-        resolve();
-      });
-    });
+    await listen(this.listener, { host: this.options.host, port: this.options.port, backlog: 4096 });
     this.listener.on('error', (err) => this.options.log?.error({ err }, 'WebSocket listener error'));
     const address = this.address();
     this.options.log?.info({ listen: `${address.address}:${address.port}`, path: this.path, transport: this.transport }, 'WebSocket listener listening');
