@@ -14,7 +14,7 @@ import t from 'tap';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { request } from 'undici';
-import { PACKAGE_ROOT } from '../src/broker/supervisor.ts';
+import { PACKAGE_ROOT } from '../src/package.ts';
 import { freePort, startMosquitto } from './helpers/mosquitto.ts';
 import { connectClient, eventually, nextMessages } from './helpers/clients.ts';
 import { run } from './helpers/run.ts';

@@ -12,7 +12,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import os from 'node:os';
 import path from 'node:path';
 import { request } from 'undici';
-import { PACKAGE_ROOT } from '../src/broker/supervisor.ts';
+import { PACKAGE_ROOT } from '../src/package.ts';
 import { defaultConfig } from '../src/config/load.ts';
 import { freePort, startMosquitto } from './helpers/mosquitto.ts';
 import { connectClient, eventually, nextMessages } from './helpers/clients.ts';

@@ -13,9 +13,6 @@ import type { Config } from '../config/types.ts';
 import { waitForPort } from '../net/tcp-probe.ts';
 import { PACKAGE_ROOT } from '../package.ts';
 
-/** @deprecated import from proxy/src/package.ts; kept while other branches still import it from here. */
-export { PACKAGE_ROOT };
-
 export interface BrokerHandle {
   kind: 'mosquitto' | 'embedded';
   /** The spawned process id (Mosquitto only). */
