@@ -1,6 +1,6 @@
 /**
  * Structured JSON logs on stdout. Nothing that could hold a password is ever
- * logged: the CONNECT password is never kept (ConnectInfo only has hasPassword),
+ * logged: the CONNECT password is never kept (ConnectInfo has no password field),
  * and the canary's password path is redacted as a second line of defence.
  */
 import { pino, type Logger } from 'pino';

@@ -8,7 +8,7 @@
  * Delivery is at least once; `eventId` lets the receiver drop duplicates.
  *
  * Bodies are built field by field from the event: never a password (the
- * proxy does not even keep one; ConnectInfo only knows hasPassword).
+ * proxy does not even keep one: ConnectInfo has no password field).
  */
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';

@@ -48,7 +48,6 @@ export interface ConnectInfo {
   protocolVersion: number; // 3 = 3.1, 4 = 3.1.1, 5 = 5
   clientId: string;
   username: string | undefined;
-  hasPassword: boolean;
   keepAlive: number;
   /** Offset of the two keep-alive bytes inside the CONNECT frame. */
   keepAliveOffset: number;
@@ -90,12 +89,10 @@ function keepAliveOffsetOf(frame: Buffer): number {
 export function decodeConnect(frame: Buffer): ConnectInfo {
   const p = decodeFrame(frame, 4);
   if (p.cmd !== 'connect') throw new FrameError('MLP_DECODE', `cannot decode packet: a ${p.cmd}, not a CONNECT`);
-  const password = p.password;
   const info: ConnectInfo = {
     protocolVersion: Number(p.protocolVersion),
     clientId: typeof p.clientId === 'string' ? p.clientId : '',
     username: typeof p.username === 'string' ? p.username : undefined,
-    hasPassword: password !== undefined && password !== null,
     keepAlive: Number(p.keepalive ?? 0),
     keepAliveOffset: keepAliveOffsetOf(frame),
   };

@@ -14,7 +14,7 @@ import { allowedSilenceMs, decideKeepAlive, policyFor, serverKeepAliveToSend, ty
 
 /** Stands for a CONNECT the proxy could not read: the broker judges it (it is forwarded unchanged). */
 const UNREADABLE_CONNECT: Readonly<ConnectInfo> = Object.freeze({
-  protocolVersion: 0, clientId: '', username: undefined, hasPassword: false, keepAlive: 0, keepAliveOffset: -1,
+  protocolVersion: 0, clientId: '', username: undefined, keepAlive: 0, keepAliveOffset: -1,
 });
 
 export type ConnectOutcome =
