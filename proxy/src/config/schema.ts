@@ -79,8 +79,8 @@ export const ruleSchema = z.strictObject({
   match: z.strictObject({
     clientId: z.string().optional().meta(doc('glob on the client id')),
     username: z.string().optional().meta(doc('glob on the username')),
-  }, { error: 'a rule needs match: {clientId, username}' }),
-  keepAlive: z.strictObject(keepAliveKeys).partial().prefault({}),
+  }, { error: 'a rule needs match: {clientId, username}' }).meta(doc('Which clients the rule applies to: every glob given must match; one left out matches any client.')),
+  keepAlive: z.strictObject(keepAliveKeys).partial().prefault({}).meta(doc('The keep-alive keys this rule overrides for the clients it matches; the others come from the top-level `keepAlive`.')),
 });
 
 /** An explicit setting that overrides a value the liveness model derives (null: derived). */
@@ -135,7 +135,7 @@ export const configSchema = z.strictObject({
     password: optionalText('Canary password (never logged).'),
     protocolVersion: whole(3, 5, 4, 'MQTT protocol level of the canary: 3, 4 or 5.'),
     deepTopic: optionalText('If set, also publish QoS 1 to this topic and receive it back, measuring routing latency.'),
-    onBrokerDown: choice(['keep', 'close'], 'keep', 'When the broker stops answering: keep clients, or close them (MQTT 5: DISCONNECT 0x88).'),
+    onBrokerDown: choice(['keep', 'close'], 'keep', 'When the broker stops answering: keep clients, or close them (MQTT 5: DISCONNECT 0x89 Server busy).'),
     upstreamProbeIdle: seconds(0, 0, 'Seconds a connection may send nothing upstream before the proxy injects a PINGREQ (0: off).'),
     upstreamProbeTimeout: seconds(0.05, 5, 'Seconds to wait for the PINGRESP of an injected PINGREQ (broker_unresponsive).'),
   }, 'PINGREQ probes toward the broker.'),
