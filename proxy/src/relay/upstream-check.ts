@@ -1,7 +1,7 @@
 /**
  * Is the broker still accepting connections? Asked when a broker closes an
  * MQTT 5 connection without a DISCONNECT: if it died, the client is told
- * "server unavailable" (0x88); if it is alive, it closed that one connection
+ * "server busy" (DISCONNECT 0x89); if it is alive, it closed that one connection
  * on purpose and the close is passed on untouched, exactly as the broker sent it.
  * A probe in flight, or answered within FRESH_MS, answers every connection that
  * asks meanwhile, so a broker death that closes thousands of connections at once
