@@ -20,8 +20,108 @@ const settings: LivenessSettings = {
 
 t.test('phaseOf spreads connection numbers over [0, 1)', (t) => {
   fc.assert(fc.property(fc.integer(), (id) => phaseOf(id) >= 0 && phaseOf(id) < 1));
-  const idles = new Set(Array.from({ length: 100 }, (_, i) => new ConnectionLiveness(settings, newLivenessShared(settings, new FleetPrior(), null), phaseOf(i)).kernelSettings().idleSeconds));
+  const steady = { ...settings, profile: { ...PROFILES.balanced, learnIdleSeconds: 0 } };
+  const idles = new Set(Array.from({ length: 100 }, (_, i) => new ConnectionLiveness(steady, newLivenessShared(steady, new FleetPrior(), null), phaseOf(i)).kernelSettings().idleSeconds));
   t.same([...idles].sort(), [5, 6], 'consecutive connections get both idle values');
+  t.end();
+});
+
+t.test('learning burst: a new connection probes every second until its own rounds lift the newcomer floor, then the steady idle', (t) => {
+  const clock = new ManualClock();
+  const fleet = new FleetPrior();
+  for (let i = 0; i < 100; i++) fleet.replace(NaN, 0); // a clean fleet
+  const shared = newLivenessShared(settings, fleet, new LocalHealth());
+  const c = new ConnectionLiveness(settings, shared, 0.99);
+  t.equal(c.learning, true);
+  t.equal(c.kernelSettings().idleSeconds, 1, 'the kernel probes after 1 s of idle while learning');
+  t.equal(c.thresholds.idle.n, 10, 'the newcomer rule sets n');
+  t.equal(c.thresholds.aboveFloor, true);
+  t.ok(c.kernelSettings().userTimeoutMs >= 6000 + 120_000 + 30_000 + 10_000, 'the backstop already covers the steady idle');
+  const k = new FakeKernelSocket();
+  c.onSample(k.s, 0);
+  let rounds = 0;
+  while (c.learning && rounds < 200) {
+    clock.advance(1000);
+    c.onSample(k.probes(1, 1).s, clock.now());
+    rounds++;
+    if (c.learning) t.equal(c.takeIdleChange(), false);
+  }
+  t.ok(rounds >= 40 && rounds <= 80, `clean: the burst ended after ${rounds} rounds (${rounds} s)`);
+  t.equal(c.thresholds.idle.n, 3, 'n is the budget\'s own');
+  t.equal(c.takeIdleChange(), true, 'the caller is told to set TCP_KEEPIDLE once');
+  t.equal(c.takeIdleChange(), false);
+  t.equal(c.kernelSettings().idleSeconds, 6, 'steady jittered idle (phase 0.99)');
+  t.equal(c.thresholds.probesPerIdleHour, 600);
+  t.equal(c.snapshot().link.learning, false);
+  c.close();
+  t.end();
+});
+
+t.test('learning burst on a fresh proxy (nothing known of the fleet): own clean rounds lower n until the 90 s cap', (t) => {
+  const clock = new ManualClock();
+  const c = new ConnectionLiveness(settings, newLivenessShared(settings, new FleetPrior(), null), 0);
+  const k = new FakeKernelSocket();
+  c.onSample(k.s, 0);
+  const first = c.thresholds.idle.n;
+  while (c.learning && clock.now() < 200_000) {
+    clock.advance(1000);
+    c.onSample(k.probes(1, 1).s, clock.now());
+  }
+  t.equal(clock.now(), 90_000, 'the cap ended it');
+  t.ok(first >= 9 && c.thresholds.idle.n <= 6, `n ${first} -> ${c.thresholds.idle.n}`);
+  c.close();
+  t.end();
+});
+
+t.test('learning burst: never switched mid-streak; a lossy link ends it early; 90 s at most', (t) => {
+  const clock = new ManualClock();
+  const fleet = new FleetPrior();
+  for (let i = 0; i < 100; i++) fleet.replace(NaN, 0);
+  const shared = newLivenessShared(settings, fleet, new LocalHealth());
+  // 20 % loss each way: the first failures are learnt and the budget alone asks for more than the floor.
+  const lossy = new ConnectionLiveness(settings, shared, 0);
+  const kl = new FakeKernelSocket();
+  lossy.onSample(kl.s, 0);
+  let rounds = 0;
+  while (lossy.learning && rounds < 100) {
+    clock.advance(3000);
+    lossy.onSample(kl.probes(3, 2).s, clock.now());
+    rounds += 3;
+  }
+  t.ok(rounds <= 6, `ended by the first failed rounds (${rounds} rounds)`);
+  t.ok(lossy.thresholds.idle.n >= 10, `n = ${lossy.thresholds.idle.n}`);
+  lossy.close();
+
+  // No evidence at all (samples without rounds): the burst ends at LEARN_MAX_MS.
+  const quiet = new ConnectionLiveness(settings, shared, 0);
+  const kq = new FakeKernelSocket();
+  const qc = new ManualClock();
+  quiet.onSample(kq.s, 0);
+  qc.advance(89_000);
+  quiet.onSample(kq.s, qc.now());
+  t.equal(quiet.learning, true, 'before 90 s');
+  // A probe is out and unanswered at 90 s: the silence keeps the idle it began with.
+  qc.advance(1000);
+  kq.set({ probes: 1, lastAckRecvMs: 1200, lastDataRecvMs: 1200 });
+  quiet.onSample(kq.s, qc.now());
+  t.equal(quiet.learning, true, 'not while a probe is out');
+  qc.advance(1000);
+  kq.set({ probes: 0, lastAckRecvMs: 100, lastDataRecvMs: 100 });
+  quiet.onSample(kq.probes(2, 1).s, qc.now());
+  t.equal(quiet.learning, false, 'ended once the probe was answered');
+  t.equal(quiet.takeIdleChange(), true);
+  quiet.close();
+
+  for (const [what, s] of [
+    ['explicit tcp.idle', { ...settings, overrides: { idleSeconds: 7 } }],
+    ['battery profile', { ...settings, profile: PROFILES.battery }],
+    ['adaptive off', { ...settings, adaptive: false }],
+  ] as const) {
+    const c = new ConnectionLiveness(s, newLivenessShared(s, fleet, null), 0);
+    t.equal(c.learning, false, `${what}: no burst`);
+    t.not(c.kernelSettings().idleSeconds, 1, `${what}: steady idle from the start`);
+    c.close();
+  }
   t.end();
 });
 
