@@ -5,7 +5,7 @@
  * TCP_INFO (tcp-options.ts readTcpInfo) and passes the sample in.
  */
 import { FleetPrior, LinkEstimate, DEFAULT_ESTIMATE_OPTIONS, type EstimateOptions } from './link-estimate.ts';
-import { LEARN_MAX_MS, ThresholdCache, type Overrides, type Profile, type Thresholds } from './verdict-budget.ts';
+import { ThresholdCache, type Overrides, type Profile, type Thresholds } from './verdict-budget.ts';
 import { TcpSilenceCheck, type TcpVerdict } from './tcp-verdict.ts';
 import type { LocalHealth } from './local-health.ts';
 import type { TcpInfoSample } from './tcp-options.ts';
@@ -51,7 +51,7 @@ export function thresholdCacheFor(s: LivenessSettings): ThresholdCache {
 
 export interface LivenessSnapshot {
   /** loss: q's upper bound; newcomerProbes: the newcomer rule's floor on n (0: none left). */
-  link: { srttMs: number; rttvarMs: number; loss: number; newcomerProbes: number; samples: number; learning: boolean };
+  link: { srttMs: number; rttvarMs: number; loss: number; newcomerProbes: number; samples: number };
   state: 'alive' | 'suspect' | 'dead';
   suspectSince: number | null;
   deadlines: { idleDeadAfterMs: number; dataDeadAfterMs: number; keepAliveGraceMs: number; probes: number };
@@ -68,16 +68,6 @@ export class ConnectionLiveness {
   readonly estimate: LinkEstimate | null;
   readonly silence: TcpSilenceCheck;
   thresholds: Thresholds;
-  /**
-   * Learning burst: the kernel probes at the profile's learnIdleSeconds while the connection's own
-   * rounds are all answered and n is above the floor (verdict-budget.ts, Profile.learnIdleSeconds);
-   * then the socket's TCP_KEEPIDLE goes back to the steady idle.
-   */
-  learning: boolean;
-  /** The burst ends by this instant at the latest (set by the first sample; NaN: not yet). */
-  private learnUntil = NaN;
-  /** The kernel's idle changed with the last sample: the caller sets TCP_KEEPIDLE (takeIdleChange). */
-  private idleChanged = false;
   private keepAliveSeconds = 0;
 
   private readonly cache: ThresholdCache;
@@ -90,7 +80,6 @@ export class ConnectionLiveness {
     this.cache = shared.thresholds;
     this.estimate = settings.adaptive ? new LinkEstimate(shared.fleet, settings.estimate ?? DEFAULT_ESTIMATE_OPTIONS) : null;
     this.silence = new TcpSilenceCheck(shared.health);
-    this.learning = this.estimate !== null && settings.overrides.idleSeconds === undefined && settings.profile.learnIdleSeconds > 0;
     this.thresholds = this.derive();
   }
 
@@ -120,36 +109,14 @@ export class ConnectionLiveness {
   /** One TCP_INFO sample on the timer: update the estimate, re-derive when it moved, judge. */
   onSample(sample: TcpInfoSample, now: number): TcpVerdict {
     if (this.estimate?.update(sample, now)) this.thresholds = this.derive();
-    if (this.learning) this.maybeEndLearning(sample, now);
     return this.silence.check(sample, now, this.thresholds, this.estimate?.qUpper ?? 0);
-  }
-
-  /** True once after a sample ended the learning burst: set the socket's TCP_KEEPIDLE to kernelSettings().idleSeconds. */
-  takeIdleChange(): boolean {
-    const changed = this.idleChanged;
-    this.idleChanged = false;
-    return changed;
-  }
-
-  /**
-   * End the burst at n's floor, at the first failed round (decayed failures reach half a round),
-   * or at learnUntil. Only between probe rounds (nothing owed, no probe out), so the silence being
-   * judged keeps the idle it began with.
-   */
-  private maybeEndLearning(s: TcpInfoSample, now: number): void {
-    if (Number.isNaN(this.learnUntil)) this.learnUntil = now + LEARN_MAX_MS;
-    if (this.thresholds.aboveFloor && this.estimate!.failures < 0.5 && now < this.learnUntil) return;
-    if (s.probes > 0 || s.unacked > 0 || this.silence.state !== 'alive') return;
-    this.learning = false;
-    this.idleChanged = true;
-    this.thresholds = this.derive();
   }
 
   snapshot(): LivenessSnapshot {
     const e = this.estimate;
     const th = this.thresholds;
     return {
-      link: { srttMs: e?.srttMs ?? 0, rttvarMs: e?.rttvarMs ?? 0, loss: e?.qUpper ?? 0, newcomerProbes: e?.newcomerN ?? 0, samples: e?.samples ?? 0, learning: this.learning },
+      link: { srttMs: e?.srttMs ?? 0, rttvarMs: e?.rttvarMs ?? 0, loss: e?.qUpper ?? 0, newcomerProbes: e?.newcomerN ?? 0, samples: e?.samples ?? 0 },
       state: this.silence.state,
       suspectSince: this.silence.suspectSince >= 0 ? this.silence.suspectSince : null,
       deadlines: { idleDeadAfterMs: th.idle.deadAfterMs, dataDeadAfterMs: th.data.deadAfterMs, keepAliveGraceMs: th.keepAliveGraceMs, probes: th.idle.n },
@@ -162,6 +129,6 @@ export class ConnectionLiveness {
   }
 
   private derive(): Thresholds {
-    return this.cache.get(this.estimate ?? CLEAN_LINK, this.keepAliveSeconds, this.phase, this.learning);
+    return this.cache.get(this.estimate ?? CLEAN_LINK, this.keepAliveSeconds, this.phase);
   }
 }

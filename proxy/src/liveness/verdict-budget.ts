@@ -28,23 +28,14 @@ export interface Profile {
    * retransmit a few segments, so the cost is a retransmission a second to a client in trouble.
    */
   rtoMaxMs: number;
-  /**
-   * TCP_KEEPIDLE while a new connection learns its link (0: no learning burst). The newcomer rule
-   * (below) lifts n to 10 until about 60 clean rounds; at the profile's idle that is 5 minutes of
-   * slower verdicts, at 1 s about a minute. The burst lasts while every round of the connection's
-   * own was answered and n is above the floor (each clean round can only lower n); a failed round
-   * ends it (the link is lossy: n is high for a reason, and probing faster would only cost the
-   * client), and so does LEARN_MAX_MS: at most about 80 extra probes once per connection.
-   */
-  learnIdleSeconds: number;
 }
 
 export const PROFILES: Readonly<Record<Profile['name'], Profile>> = {
   // Jitter downwards: faster verdicts, up to 25% more probes than today.
-  fast: { name: 'fast', idleSeconds: 5, idleJitter: [0.8, 1.0], intervalSeconds: 1, minProbes: 3, minDataDeadMs: 5_000, rtoMaxMs: 1_000, learnIdleSeconds: 1 },
-  // Jitter upwards: 600-720 probes per idle hour (today 720); the learning burst adds ~50 once.
-  balanced: { name: 'balanced', idleSeconds: 5, idleJitter: [1.0, 1.2], intervalSeconds: 1, minProbes: 3, minDataDeadMs: 8_000, rtoMaxMs: 1_000, learnIdleSeconds: 1 },
-  battery: { name: 'battery', idleSeconds: 25, idleJitter: [1.0, 1.2], intervalSeconds: 2, minProbes: 3, minDataDeadMs: 15_000, rtoMaxMs: 2_000, learnIdleSeconds: 0 },
+  fast: { name: 'fast', idleSeconds: 5, idleJitter: [0.8, 1.0], intervalSeconds: 1, minProbes: 3, minDataDeadMs: 5_000, rtoMaxMs: 1_000 },
+  // Jitter upwards: never more probes than today's 720 per idle hour.
+  balanced: { name: 'balanced', idleSeconds: 5, idleJitter: [1.0, 1.2], intervalSeconds: 1, minProbes: 3, minDataDeadMs: 8_000, rtoMaxMs: 1_000 },
+  battery: { name: 'battery', idleSeconds: 25, idleJitter: [1.0, 1.2], intervalSeconds: 2, minProbes: 3, minDataDeadMs: 15_000, rtoMaxMs: 2_000 },
 };
 
 /** Explicit settings (tcp.*, keepAlive.grace): each one set wins over the derived value. */
@@ -88,8 +79,6 @@ export interface BudgetInputs {
   thinLinear: boolean;
   /** TCP_RTO_MAX_MS could be set on the socket (else the kernel's 120 s ladder applies). */
   rtoMaxApplied: boolean;
-  /** The connection is in its learning burst: the kernel probes at profile.learnIdleSeconds. */
-  learning?: boolean;
 }
 
 export interface SilenceThresholds {
@@ -116,10 +105,8 @@ export interface Thresholds {
   /** MQTT keep-alive: suspect at KA + base grace, dead at KA + adaptive grace (0 when KA is 0). */
   keepAliveGraceBaseMs: number;
   keepAliveGraceMs: number;
-  /** Keep-alive probes an idle client gets per hour (at the idle in force). */
+  /** Keep-alive probes an idle client gets per hour. */
   probesPerIdleHour: number;
-  /** n is above the profile's floor: clean rounds of the connection's own could still lower it (learning burst). */
-  aboveFloor: boolean;
 }
 
 /** A silence at least this improbable on the connection's own link counts as a correlation onset. */
@@ -128,8 +115,6 @@ const MAX_PROBES = 127; // TCP_KEEPCNT's kernel limit
 export const KERNEL_RTO_MAX_MS = 120_000; // Linux TCP_RTO_MAX
 const THIN_LINEAR_RETRIES = 6; // Linux TCP_THIN_LINEAR_RETRIES
 const BACKSTOP_MARGIN_MS = 10_000;
-/** A learning burst ends after this at the latest, whatever the newcomer rule says (~60 rounds). */
-export const LEARN_MAX_MS = 90_000;
 
 /**
  * The newcomer rule. A new connection's estimate leans on the fleet's prior: in a clean fleet
@@ -218,8 +203,7 @@ export function jitteredIdleSeconds(profile: Profile, phase: number): number {
 export function deriveThresholds(x: BudgetInputs): Thresholds {
   const { link, profile, overrides: o } = x;
   const q = Math.min(Math.max(link.qUpper, 0), 1);
-  const steadyIdleS = o.idleSeconds ?? jitteredIdleSeconds(profile, x.phase);
-  const idleS = x.learning && profile.learnIdleSeconds > 0 ? profile.learnIdleSeconds : steadyIdleS;
+  const idleS = o.idleSeconds ?? jitteredIdleSeconds(profile, x.phase);
   const intervalS = o.intervalSeconds ?? profile.intervalSeconds;
   const intervalMs = intervalS * 1000;
   const minN = o.count ?? profile.minProbes;
@@ -257,9 +241,8 @@ export function deriveThresholds(x: BudgetInputs): Thresholds {
     budgetMet: dataNeed <= x.maxDeadMs,
   };
 
-  // The kernel gives up only after every proxy verdict and the longest hold (backstop), at the
-  // steady idle too: the socket keeps the backstop it was given when a learning burst ends.
-  const backstopMs = Math.max(steadyIdleS, idleS) * 1000 + x.maxDeadMs + x.maxHoldMs + BACKSTOP_MARGIN_MS;
+  // The kernel gives up only after every proxy verdict and the longest hold (backstop).
+  const backstopMs = Math.max(idleS * 1000 + x.maxDeadMs, x.maxDeadMs) + x.maxHoldMs + BACKSTOP_MARGIN_MS;
   const kernel = {
     idleSeconds: idleS,
     intervalSeconds: intervalS,
@@ -276,7 +259,6 @@ export function deriveThresholds(x: BudgetInputs): Thresholds {
     keepAliveGraceBaseMs: base,
     keepAliveGraceMs: adaptive,
     probesPerIdleHour: 3600 / idleS,
-    aboveFloor: nIdle > minN,
   };
 }
 
@@ -321,16 +303,15 @@ export class ThresholdCache {
     return this.map.size;
   }
 
-  get(link: LinkView, keepAliveSeconds: number, phase: number, learning = false): Thresholds {
+  get(link: LinkView, keepAliveSeconds: number, phase: number): Thresholds {
     const idle = this.base.overrides.idleSeconds ?? jitteredIdleSeconds(this.base.profile, phase);
-    const learn = learning && this.base.profile.learnIdleSeconds > 0;
     const q = roundUpQ(link.qUpper);
     const newcomerN = link.newcomerN ?? 0;
     const srtt = roundUp(link.srttMs, 10);
     const rttvar = roundUp(link.rttvarMs, 10);
     const rto = roundUp(link.rtoMs, 10);
     const rate = link.dataSegsPerHour <= 60 ? 60 : 2 ** Math.ceil(Math.log2(link.dataSegsPerHour));
-    const key = `${q} ${newcomerN} ${srtt} ${rttvar} ${rto} ${rate} ${keepAliveSeconds} ${idle} ${learn ? 1 : 0}`;
+    const key = `${q} ${newcomerN} ${srtt} ${rttvar} ${rto} ${rate} ${keepAliveSeconds} ${idle}`;
     let th = this.map.get(key);
     if (th === undefined) {
       if (this.map.size >= this.maxEntries) this.map.clear();
@@ -340,7 +321,6 @@ export class ThresholdCache {
         keepAliveSeconds,
         phase,
         overrides: { ...this.base.overrides, idleSeconds: idle },
-        learning: learn,
       });
       this.map.set(key, th);
     }

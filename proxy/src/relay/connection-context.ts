@@ -33,8 +33,6 @@ export interface ConnectionContext {
   liveness: LivenessContext;
   /** Applies this connection's TCP keep-alive timing and the kernel's backstop to its TCP socket. */
   applyTcpLiveness(socket: net.Socket, kernel: Thresholds['kernel']): void;
-  /** Sets TCP_KEEPIDLE of the client's TCP socket (a learning burst ended); if it fails the kernel keeps probing at the short idle: more probes, the same verdicts. */
-  setTcpIdle(transport: ClientTransport, seconds: number): void;
   /** Fills `into` from TCP_INFO of the client's TCP socket; false: not available (no TCP socket, no koffi). */
   readTcpInfo(transport: ClientTransport, into: TcpInfoSample): boolean;
   /** Called once both streams are closed. */

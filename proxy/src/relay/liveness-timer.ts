@@ -149,7 +149,6 @@ export class LivenessTimer {
     }
     const v = this.model.onSample(sample, now);
     const { state, reason, detail, held, recovered, nextCheckAt } = v; // v is shared: copy before anything else runs
-    if (this.model.takeIdleChange()) this.ctx.setTcpIdle(this.transport, this.model.kernelSettings().idleSeconds);
     const link = this.model.estimate;
     if (link) this.ctx.events.emit('linkEstimate', link.srttMs / 1000, link.qUpper);
     this.updateKeepAliveDead();

@@ -84,9 +84,6 @@ export class ProxyServer {
       brokerAccepting: () => upstreamAccepting(this.upstream),
       liveness: livenessContextOf(config, this.rtoMaxApplied, this.fleet, null, this.onHealth),
       applyTcpLiveness: (socket, kernel) => this.applyTcp(socket, kernel),
-      setTcpIdle: (transport, seconds) => {
-        if (transport.tcpSocket) setTcpProbeTimers(transport.tcpSocket, { idleSeconds: seconds });
-      },
       readTcpInfo: (transport, into) => (transport.tcpSocket ? readTcpInfo(transport.tcpSocket, into) : false),
       onClosed: (conn) => {
         this.connections.delete(conn);

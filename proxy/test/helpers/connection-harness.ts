@@ -50,8 +50,6 @@ export interface Harness {
   brokerSideDoneAtClose: boolean[];
   /** What the fake TCP_INFO says (null: not available); the Connection reads it on its timer. */
   tcpInfo: TcpInfoSample | null;
-  /** TCP_KEEPIDLE values the Connection set after accept (a learning burst ending), in order. */
-  idleSets: number[];
   /** What the "is the broker still accepting?" check answers. */
   brokerAlive: boolean;
   /** Let the streams deliver what was written. */
@@ -87,9 +85,6 @@ export function connectionHarness(options: HarnessOptions = {}): Harness {
     brokerAccepting: () => Promise.resolve(h.brokerAlive),
     liveness: livenessContextOf(config, true, new FleetPrior(), null, null),
     applyTcpLiveness: () => {},
-    setTcpIdle: (_transport, seconds) => {
-      h.idleSets.push(seconds);
-    },
     readTcpInfo: (_transport, into) => {
       if (h.tcpInfo === null) return false;
       Object.assign(into, h.tcpInfo);
@@ -98,7 +93,6 @@ export function connectionHarness(options: HarnessOptions = {}): Harness {
     onClosed: () => {},
   };
   Object.assign(h, {
-    idleSets: [] as number[],
     clock, config, stats, events, client, broker, clientStream, upstream,
     toClient: () => Buffer.concat(received.client),
     toBroker: () => Buffer.concat(received.broker),
