@@ -13,6 +13,7 @@
  *                    (lib/lossy-newcomers.ts)
  *   --parallel K     conditions run at the same time (default: all with --quick, else 3: ~30 min)
  *   --pull-age S     pulled cables also on connections at least S seconds old (default 75; 0: new ones only)
+ *   --old-lanes K    lanes of such old connections (default 1; each gives a pair of samples per cycle)
  *   --out FILE       also write the JSON there (e.g. docs/results/lossy-....json)
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -35,6 +36,7 @@ const { values } = parseArgs({
     parallel: { type: 'string' },
     systems: { type: 'string' },
     'pull-age': { type: 'string' },
+    'old-lanes': { type: 'string' },
     out: { type: 'string' },
   },
 });
@@ -48,6 +50,9 @@ const parallel = Math.max(1, Number(values.parallel ?? (quick ? conditions.lengt
 // and on established ones (at least this old: the link has shown what it is), side by side.
 const pullAgeMs = Number(values['pull-age'] ?? 75) * 1000;
 if (!(pullAgeMs >= 0 && pullAgeMs <= 3_600_000)) throw new Error('--pull-age 0..3600');
+// More lanes of old connections: more samples of an established connection's death per run (lanes take turns to pull).
+const oldLanes = Number(values['old-lanes'] ?? 1);
+if (!(Number.isInteger(oldLanes) && oldLanes >= 1 && oldLanes <= 8)) throw new Error('--old-lanes 1..8');
 const systems = (values.systems ? values.systems.split(',') : [...SYSTEMS]) as SystemName[];
 for (const c of conditions) if (c !== 'outage' && c !== 'newcomers' && !(Number.isInteger(Number(c)) && Number(c) >= 0 && Number(c) <= 100)) throw new Error(`bad condition ${c}`);
 for (const s of systems) if (!SYSTEMS.includes(s)) throw new Error(`bad system ${s}`);
@@ -112,7 +117,7 @@ async function runCondition(condition: string, index: number): Promise<Condition
     for (const system of systems) {
       if (interrupted) throw new Error('interrupted');
       phase.set(condition, `starting ${system}`);
-      const cell = await Cell.create({ system, tag: `l${index}${system.slice(0, 2)}`, lossPercent, clients, pulled: true, pullAgesMs: pullAgeMs > 0 ? [0, pullAgeMs] : [0] });
+      const cell = await Cell.create({ system, tag: `l${index}${system.slice(0, 2)}`, lossPercent, clients, pulled: true, pullAgesMs: pullAgeMs > 0 ? [0, ...Array<number>(oldLanes).fill(pullAgeMs)] : [0] });
       cells.push(cell);
       live.add(cell);
     }
@@ -224,7 +229,7 @@ for (const r of results) {
 const json = {
   date: new Date().toISOString(),
   command: `npm run bench:lossy -- ${process.argv.slice(2).join(' ')}`.trim(),
-  settings: { quick, clients, durationMs, conditions, parallel, systems, outage: OUTAGE, pullAfterLastPacketMs: 3_000, pullAgeMs, cores: os.cpus().length },
+  settings: { quick, clients, durationMs, conditions, parallel, systems, outage: OUTAGE, pullAfterLastPacketMs: 3_000, pullAgeMs, oldLanes, cores: os.cpus().length },
   notes: [
     'falseDeaths: Wills of healthy clients seen by an observer on the broker while measuring.',
     'frontEnds: proxy = connection_end reasons of healthy clients; haproxy = tcplog termination states ("--" = closed by the client).',

@@ -39,6 +39,9 @@ export interface CellOptions {
   pullAgesMs?: number[];
 }
 
+/** Least time between two lanes' pulls in one cell. */
+const PULL_SPACING_MS = 12_000;
+
 /** A pulled-cable namespace: its clients are pulled once at least ageMs old. */
 interface PullLane { ns: Namespace; link: Link; ageMs: number; prefix: string }
 
@@ -110,6 +113,8 @@ export class Cell {
   private readonly errors: string[] = [];
   private readonly pulls: PullResult[] = [];
   private pullLoop?: Promise<void>;
+  /** When the last lane's cable was pulled (lanes keep PULL_SPACING_MS apart). */
+  private lastPullAt = 0;
   /** Connected time of the (idle) pulled-cable clients inside the measuring window: their probes count too. */
   private pulledIdleMs = 0;
   /** Pulled-cable clients connected now: id -> idle since. */
@@ -311,12 +316,25 @@ export class Cell {
       }
       // At least the lane's age after the SUBACK, and a few seconds after the last MQTT packet
       // (KA 60: the next PINGREQ is up to a minute away).
+      const ready = async () => {
+        for (;;) {
+          const quietFor = Date.now() - Math.max(...clients.map((c) => c.sub.lastPacketAt));
+          const age = Date.now() - Math.max(...clients.map((c) => c.sub.subscribedAt));
+          if ((quietFor >= afterLastPacketMs && age >= lane.ageMs) || this.stopping) break;
+          await sleep(Math.max(20, Math.min(1000, Math.max(afterLastPacketMs - quietFor, lane.ageMs - age))));
+        }
+      };
+      // Lanes keep apart: a pull measures one client's death. Two lanes cut in the same seconds are
+      // four connections silent together, which the proxy's local health rightly reads as a shared
+      // failure and holds (the outage condition's subject, not this lane's). Onsets come 3-8 s
+      // after a pull, and local health counts them in 3 s windows.
       for (;;) {
-        const quietFor = Date.now() - Math.max(...clients.map((c) => c.sub.lastPacketAt));
-        const age = Date.now() - Math.max(...clients.map((c) => c.sub.subscribedAt));
-        if ((quietFor >= afterLastPacketMs && age >= lane.ageMs) || this.stopping) break;
-        await sleep(Math.max(20, Math.min(1000, Math.max(afterLastPacketMs - quietFor, lane.ageMs - age))));
+        await ready();
+        const wait = this.lastPullAt + PULL_SPACING_MS - Date.now();
+        if (wait <= 0 || this.stopping) break;
+        await sleep(wait);
       }
+      this.lastPullAt = Date.now();
       for (const c of clients) this.pulledActive.set(c.id, Math.max(this.measureStart, c.sub.subscribedAt));
       const connectsBefore = clients.map((c) => c.sub.connects);
       await link.setCut('pull', true);
