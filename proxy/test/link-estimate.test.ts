@@ -1,5 +1,6 @@
 import t from 'tap';
-import { FleetPrior, LinkEstimate, answerOwed } from '../src/liveness/link-estimate.ts';
+import fc from 'fast-check';
+import { FleetPrior, LinkEstimate, answerOwed, betaQuantile, upperBound } from '../src/liveness/link-estimate.ts';
 import { FakeKernelSocket, sample, heapBytesPer } from './helpers/tcp-sample.ts';
 
 t.test('clean idle probing drives q down to the floor where 3 probes suffice', (t) => {
@@ -141,4 +142,19 @@ t.test('memory: one estimate stays below 0.5 KB', async (t) => {
   const fleet = new FleetPrior();
   const per = await heapBytesPer(20_000, () => new LinkEstimate(fleet));
   t.ok(per > 50 && per < 500, `${per.toFixed(0)} bytes per estimate (heap, after forced GC)`);
+});
+
+t.test('the shared upper bound is never below the exact Beta quantile and at most ~4 % above it', (t) => {
+  // The estimate's domain: a = 20 q0 + failures >= 0.02 (q0 >= 0.001), b = 20 (1 - q0) + successes >= 19.
+  fc.assert(
+    fc.property(fc.double({ min: 0.02, max: 500, noNaN: true }), fc.double({ min: 19, max: 20_000, noNaN: true }), (a, b) => {
+      const exact = betaQuantile(0.95, a, b);
+      const shared = upperBound(0.95, a, b);
+      return shared >= exact && shared <= exact * 1.04;
+    }),
+    { numRuns: 2000 },
+  );
+  t.equal(upperBound(0.95, 0.4, 57.3), upperBound(0.95, 0.4, 57.3), 'a repeated question is answered from the memo');
+  t.equal(upperBound(0.99, 0.4, 57.3), betaQuantile(0.99, 0.4, 57.3), 'another credibility: exact');
+  t.end();
 });
