@@ -18,10 +18,18 @@ export const systemClock: Clock = {
   now: () => performance.now(),
   wallNow: () => Date.now(),
   setTimer(fn, delayMs) {
-    const handle = setTimeout(fn, Math.max(0, Math.ceil(delayMs)));
-    return { cancel: () => clearTimeout(handle) };
+    return new SystemTimer(setTimeout(fn, Math.max(0, Math.ceil(delayMs))));
   },
 };
+
+/** One small object per armed timer (a closure and an object per arm cost ~80 B more per idle connection). */
+class SystemTimer implements Timer {
+  constructor(private readonly handle: NodeJS.Timeout) {}
+
+  cancel(): void {
+    clearTimeout(this.handle);
+  }
+}
 
 /** A clock that only moves when told to. */
 export class ManualClock implements Clock {

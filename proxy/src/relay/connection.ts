@@ -30,6 +30,7 @@ import { handleConnack, handleConnect } from './handshake.ts';
 import { PingLedger } from './ping-ledger.ts';
 import { LivenessTimer } from './liveness-timer.ts';
 import { BROKER, CLIENT, ConnectionEnd } from './connection-end.ts';
+import { BrokerSide, ClientSide, wireStreams } from './connection-wiring.ts';
 
 export type { ConnectionContext } from './connection-context.ts';
 
@@ -73,12 +74,14 @@ export class Connection {
   /** Monotonic time of the last write to the client, -1 before any (read by the ending). */
   lastWriteToClient = -1;
   /** Half-close, errors, the end and the close event (connection-end.ts). */
-  private readonly ending: ConnectionEnd;
-  // Methods bound once rather than arrow-function fields: under tsx (esbuild
-  // keepNames) every arrow field also gets a defineProperty('name'), about 300 B
-  // more per closure, and a connection has 18 of them (see BENCHMARKS.md).
-  private readonly clientSide: FrameHandler = { onHeader: this.clientHeader.bind(this), onHeld: this.onConnect.bind(this), emit: this.writeUpstream.bind(this) };
-  private readonly brokerSide: FrameHandler = { onHeader: this.brokerHeader.bind(this), onHeld: this.brokerHeld.bind(this), emit: this.writeClient.bind(this) };
+  /** @internal read by the stream listeners (connection-wiring.ts) */
+  readonly ending: ConnectionEnd;
+  // No per-connection closures: the framers' handlers are two small objects and the
+  // streams' listeners are functions shared by every connection, which find
+  // their connection through the stream (connection-wiring.ts). 21 bound functions cost ~1 KB
+  // of heap per idle connection (BENCHMARKS.md, issue 13).
+  private readonly clientSide: FrameHandler = new ClientSide(this);
+  private readonly brokerSide: FrameHandler = new BrokerSide(this);
 
   constructor(transport: ClientTransport, ctx: ConnectionContext) {
     this.transport = transport;
@@ -101,22 +104,12 @@ export class Connection {
       ctx.applyTcpLiveness(transport.tcpSocket, this.liveness.kernelSettings());
     }
     const upstream = (this.upstream = ctx.connectUpstream(this));
-    const ending = (this.ending = new ConnectionEnd(this, { ctx, client, upstream, toBroker: this.toBroker, toClient: this.toClient, liveness: this.liveness }));
-    const onStreamClose = ending.onStreamClose.bind(ending);
-    client.on('data', this.onClientData.bind(this));
-    client.on('end', ending.onClientEnd.bind(ending));
-    client.on('error', ending.onClientError.bind(ending));
-    client.on('close', onStreamClose);
-    client.on('drain', this.onClientDrain.bind(this));
-
-    upstream.on('connect', ending.onUpstreamConnect.bind(ending));
-    upstream.on('data', this.onBrokerData.bind(this));
-    upstream.on('end', ending.onBrokerEnd.bind(ending));
-    upstream.on('error', ending.onUpstreamError.bind(ending));
-    upstream.on('close', onStreamClose);
-    upstream.on('drain', this.onUpstreamDrain.bind(this));
+    this.ending = new ConnectionEnd(this, { ctx, client, upstream, toBroker: this.toBroker, toClient: this.toClient, liveness: this.liveness });
+    wireStreams(this, client, upstream);
     this.liveness.schedule(now);
   }
+
+
 
   facts(): ConnectionFacts {
     const c = this.connect;
@@ -168,7 +161,8 @@ export class Connection {
 
   // ---- client -> broker ----------------------------------------------------
 
-  private onClientData(chunk: Buffer): void {
+  /** @internal stream listener (connection-wiring.ts) */
+  onClientData(chunk: Buffer): void {
     if (this.state === 'closed') return;
     const now = (this.deadlines.lastClientActivity = this.ctx.clock.now());
     if (this.liveness.keepAliveSuspectSince >= 0) this.liveness.clientSpoke(now);
@@ -177,7 +171,8 @@ export class Connection {
     if (error) this.ending.onFrameError(error, 'to_broker');
   }
 
-  private clientHeader(type: number): HeaderDecision {
+  /** @internal for the framer's handler (ClientSide, BrokerSide) */
+  clientHeader(type: number): HeaderDecision {
     if (this.connect === null) {
       if (type !== CONNECT) {
         this.ending.detail = `first packet is type ${type}, not CONNECT`;
@@ -191,13 +186,15 @@ export class Connection {
     return PASS;
   }
 
-  private writeUpstream(bytes: Buffer): void {
+  /** @internal for the framer's handler (ClientSide, BrokerSide) */
+  writeUpstream(bytes: Buffer): void {
     this.deadlines.lastUpstreamActivity = this.ctx.clock.now();
     this.ctx.stats.bytes[TO_BROKER] += bytes.length;
     if (!this.upstream.write(bytes)) this.client.pause();
   }
 
-  private onConnect(frame: Buffer): Buffer | null {
+  /** @internal for the framer's handler (ClientSide, BrokerSide) */
+  onConnect(frame: Buffer): Buffer | null {
     const ctx = this.ctx;
     const out = handleConnect(frame, ctx.config, ctx.rules);
     const info = (this.connect = out.info);
@@ -242,12 +239,14 @@ export class Connection {
 
   // ---- broker -> client ----------------------------------------------------
 
-  private onBrokerData(chunk: Buffer): void {
+  /** @internal stream listener (connection-wiring.ts) */
+  onBrokerData(chunk: Buffer): void {
     const error = this.toClient.push(chunk);
     if (error) this.ending.onFrameError(error, 'to_client');
   }
 
-  private brokerHeader(type: number): HeaderDecision {
+  /** @internal for the framer's handler (ClientSide, BrokerSide) */
+  brokerHeader(type: number): HeaderDecision {
     if (type === PINGRESP) {
       if (this.pings.mustHold()) return HOLD;
     } else if (type === CONNACK) {
@@ -259,7 +258,8 @@ export class Connection {
     return PASS;
   }
 
-  private brokerHeld(frame: Buffer, type: number): Buffer | null {
+  /** @internal for the framer's handler (ClientSide, BrokerSide) */
+  brokerHeld(frame: Buffer, type: number): Buffer | null {
     if (type === PINGRESP) {
       if (this.pings.answeredProxy()) {
         this.deadlines.probeSentAt = -1;
@@ -279,7 +279,8 @@ export class Connection {
     return frame;
   }
 
-  private writeClient(bytes: Buffer): void {
+  /** @internal for the framer's handler (ClientSide, BrokerSide) */
+  writeClient(bytes: Buffer): void {
     this.bytesToClient += bytes.length;
     this.ctx.stats.bytes[TO_CLIENT] += bytes.length;
     const now = (this.lastWriteToClient = this.ctx.clock.now());
@@ -309,12 +310,14 @@ export class Connection {
 
   // ---- flow control ------------------------------------------------------------
 
-  private onClientDrain(): void {
+  /** @internal stream listener (connection-wiring.ts) */
+  onClientDrain(): void {
     this.deadlines.stallSince = -1;
     this.upstream.resume();
   }
 
-  private onUpstreamDrain(): void {
+  /** @internal stream listener (connection-wiring.ts) */
+  onUpstreamDrain(): void {
     this.client.resume();
   }
 
