@@ -121,3 +121,18 @@ t.test('close classification', async (t) => {
   t.equal(tellBrokerWill('keepalive_timeout', 5, false, true), false, 'no session upstream');
   t.equal(tellBrokerWill('shutdown', 5, true, true), false, 'not a liveness verdict: no Will');
 });
+
+t.test('the reused mqtt-packet parsers: a bad or partial frame does not spoil the next decode, v3 and v5 alternate', (t) => {
+  const v4 = mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: 'a', keepalive: 30, username: 'u', password: Buffer.from('secret') } as never);
+  const v5 = mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clean: true, clientId: 'b', keepalive: 40, properties: { sessionExpiryInterval: 10 } } as never);
+  const garbage = Buffer.from([0x10, 0x05, 0x00, 0x04, 0x4d, 0x51, 0x54]);
+  t.same([decodeConnect(v4).clientId, decodeConnect(v5).clientId, decodeConnect(v4).keepAlive, decodeConnect(v5).protocolVersion], ['a', 'b', 30, 5]);
+  t.throws(() => decodeConnect(garbage), /cannot decode packet/);
+  t.throws(() => decodeConnect(v4.subarray(0, v4.length - 2)), /cannot decode packet/, 'a partial frame');
+  t.equal(decodeConnect(Buffer.concat([v4, v4.subarray(0, 3)])).clientId, 'a', 'bytes after the frame: the frame decodes (as with a fresh parser), the leftover is dropped with its parser');
+  t.equal(decodeConnect(v4).clientId, 'a', 'the next decode starts clean');
+  t.equal(decodeConnack(mqttPacket.generate({ cmd: 'connack', returnCode: 0, sessionPresent: false } as never), 4).returnCode, 0);
+  t.equal(decodeConnack(mqttPacket.generate({ cmd: 'connack', reasonCode: 0, sessionPresent: true, properties: { serverKeepAlive: 20 } } as never, { protocolVersion: 5 }), 5).serverKeepAlive, 20);
+  t.equal(decodeConnect(v5).keepAlive, 40);
+  t.end();
+});

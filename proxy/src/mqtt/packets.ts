@@ -64,15 +64,44 @@ interface ParsedPacket {
   [key: string]: unknown;
 }
 
+/**
+ * One mqtt-packet parser per protocol version, reused: building a parser for each
+ * CONNECT and CONNACK allocated about 6 KB per connection, most of the garbage of a
+ * connect burst (peak RSS per idle connection, BENCHMARKS.md issue 13). A parser that
+ * ends in any state but "clean" (an error, bytes left over) is dropped, never reused.
+ */
+interface PooledParser {
+  parser: ReturnType<typeof mqttPacket.parser>;
+  /** The parser's own settings object: parsing a CONNECT replaces it with the packet, which must not outlive the call. */
+  settings: object;
+  packet: ParsedPacket | null;
+  error: Error | null;
+}
+const parsers = new Map<number, PooledParser>();
+
+function parserFor(protocolVersion: number): PooledParser {
+  let entry = parsers.get(protocolVersion);
+  if (entry === undefined) {
+    const parser = mqttPacket.parser({ protocolVersion });
+    const made: PooledParser = { parser, settings: (parser as unknown as { settings: object }).settings, packet: null, error: null };
+    parser.on('packet', (p: unknown) => { made.packet ??= p as ParsedPacket; });
+    parser.on('error', (e: Error) => { made.error ??= e; });
+    parsers.set(protocolVersion, (entry = made));
+  }
+  return entry;
+}
+
 /** Decode one complete frame with mqtt-packet, synchronously. */
 function decodeFrame(frame: Buffer, protocolVersion: number): ParsedPacket {
-  const parser = mqttPacket.parser({ protocolVersion });
-  let packet: ParsedPacket | null = null;
-  let error: Error | null = null;
-  parser.on('packet', (p: unknown) => { packet ??= p as ParsedPacket; });
-  parser.on('error', (e: Error) => { error ??= e; });
-  parser.parse(frame);
-  if (error) throw new FrameError('MLP_DECODE', `cannot decode packet: ${(error as Error).message}`);
+  const entry = parserFor(protocolVersion);
+  const left = entry.parser.parse(frame);
+  const { packet, error } = entry;
+  entry.packet = null;
+  entry.error = null;
+  const internals = entry.parser as unknown as { settings: object };
+  internals.settings = entry.settings;
+  if (error !== null || packet === null || left !== 0) parsers.delete(protocolVersion);
+  if (error) throw new FrameError('MLP_DECODE', `cannot decode packet: ${error.message}`);
   if (!packet) throw new FrameError('MLP_DECODE', 'cannot decode packet: incomplete');
   return packet;
 }
