@@ -30,6 +30,13 @@ t.teardown(async () => {
 // data verdict's deadAfter (>= the 8 s floor), from the first unacknowledged write. Plus 1.5 s for
 // timers and the Will's way through the broker on a busy machine.
 const SLACK_MS = 1_500;
+// Receiving: the data verdict also waits for the kernel's own retransmission count to reach the
+// transmissions the model requires (tcp-verdict.ts: both must agree, so it is never early). The
+// kernel's schedule is not the model's ladder to the millisecond: with several segments in flight
+// the n-th retransmission came up to 2.2 s after the ladder's time in one fresh-clone CI run (no ACK
+// for 10.3 s, 6 retransmissions, dead after 8 s), against 8.0 s alone. Two more RTO-cap steps (1 s
+// each) are allowed for that; the proxy is still ~80 s ahead of Mosquitto alone.
+const KERNEL_SLIP_MS = 2_000;
 
 for (const protocolVersion of [4, 5] as const) {
   for (const traffic of ['idle', 'receiving'] as const) {
@@ -72,7 +79,7 @@ for (const protocolVersion of [4, 5] as const) {
       const elapsed = performance.now() - pulledAt;
       clearInterval(feeding);
       t.equal(w.payload.toString(), `${clientId} lost`);
-      const bound = modelMs + SLACK_MS;
+      const bound = modelMs + SLACK_MS + (traffic === 'receiving' ? KERNEL_SLIP_MS : 0);
       t.ok(elapsed <= bound, `Will ${Math.round(elapsed)} ms after the pull (bound ${bound} ms; Mosquitto alone: 90 s)`);
       const end = await closed;
       t.comment(`verdict ${Math.round(verdictAt - pulledAt)} ms after the pull, silence ${Math.round(end.silenceMs)} ms`);
