@@ -34,8 +34,6 @@ const GRID = Math.log(1.01);
 const GRID_OFFSET = 4096;
 const boundMemo = new Map<number, number>();
 const BOUND_MEMO_MAX = 16_384;
-/** Only the decisions' own credibility (DEFAULT_ESTIMATE_OPTIONS) is shared; any other is computed exactly. */
-const MEMO_P = 0.95;
 
 /**
  * betaQuantile on a 1 % grid, shared by every connection. Thousands of idle connections ask the
@@ -46,7 +44,8 @@ const MEMO_P = 0.95;
  * (property-tested; at most ~4 % above it, the most where q is tiny and n at its floor anyway).
  */
 export function upperBound(p: number, a: number, b: number): number {
-  if (p !== MEMO_P || !(a > 0 && b > 0)) return betaQuantile(p, a, b);
+  // Only the decisions' own credibility is shared; any other is computed exactly.
+  if (p !== DEFAULT_ESTIMATE_OPTIONS.credibility || !(a > 0 && b > 0)) return betaQuantile(p, a, b);
   const ia = Math.ceil(Math.log(a) / GRID - 1e-9);
   const ib = Math.floor(Math.log(b) / GRID + 1e-9);
   if (Math.abs(ia) >= GRID_OFFSET || Math.abs(ib) >= GRID_OFFSET) return betaQuantile(p, a, b);

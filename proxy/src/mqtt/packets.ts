@@ -71,7 +71,8 @@ interface ParsedPacket {
  * ends in any state but "clean" (an error, bytes left over) is dropped, never reused.
  */
 interface PooledParser {
-  parser: ReturnType<typeof mqttPacket.parser>;
+  /** settings: mqtt-packet's own (public in JS, untyped): parsing a CONNECT replaces it with the packet. */
+  parser: ReturnType<typeof mqttPacket.parser> & { settings: object };
   /** The parser's own settings object: parsing a CONNECT replaces it with the packet, which must not outlive the call. */
   settings: object;
   packet: ParsedPacket | null;
@@ -82,8 +83,8 @@ const parsers = new Map<number, PooledParser>();
 function parserFor(protocolVersion: number): PooledParser {
   let entry = parsers.get(protocolVersion);
   if (entry === undefined) {
-    const parser = mqttPacket.parser({ protocolVersion });
-    const made: PooledParser = { parser, settings: (parser as unknown as { settings: object }).settings, packet: null, error: null };
+    const parser = mqttPacket.parser({ protocolVersion }) as PooledParser['parser'];
+    const made: PooledParser = { parser, settings: parser.settings, packet: null, error: null };
     parser.on('packet', (p: unknown) => { made.packet ??= p as ParsedPacket; });
     parser.on('error', (e: Error) => { made.error ??= e; });
     parsers.set(protocolVersion, (entry = made));
@@ -98,8 +99,7 @@ function decodeFrame(frame: Buffer, protocolVersion: number): ParsedPacket {
   const { packet, error } = entry;
   entry.packet = null;
   entry.error = null;
-  const internals = entry.parser as unknown as { settings: object };
-  internals.settings = entry.settings;
+  entry.parser.settings = entry.settings;
   if (error !== null || packet === null || left !== 0) parsers.delete(protocolVersion);
   if (error) throw new FrameError('MLP_DECODE', `cannot decode packet: ${error.message}`);
   if (!packet) throw new FrameError('MLP_DECODE', 'cannot decode packet: incomplete');
