@@ -10,12 +10,11 @@ import { ProxyServer } from './relay/server.ts';
 import { systemClock, type Clock } from './liveness/clock.ts';
 import { ProxyMetrics } from './metrics.ts';
 import { AdminServer } from './admin/server.ts';
-import { WebhookSender, webhookOptionsFrom } from './events/webhook.ts';
+import type { WebhookSender } from './events/webhook.ts';
 import { Canary } from './probes/canary.ts';
 import { TlsListener } from './relay/tls.ts';
 import { planReload, type ReloadPlan } from './config/reload.ts';
 import type { WebSocketListener } from './listeners/websocket.ts';
-import { startWebSocketListener } from './relay/websocket-wiring.ts';
 
 export interface App {
   /** The running configuration (changes with reconfigure()). */
@@ -42,13 +41,24 @@ export interface App {
   stop(): Promise<void>;
 }
 
+/**
+ * undici (the webhook client), ws (the WebSocket listener) and Aedes (the embedded broker) are
+ * imported only when configured: together about 9 MB of heap that every mark-compact would
+ * otherwise walk, in every proxy (BENCHMARKS.md, issue 13).
+ */
+async function startWebhook(config: Config, metrics: ProxyMetrics, log: Logger): Promise<WebhookSender | null> {
+  if (!config.events.webhook) return null;
+  const { WebhookSender, webhookOptionsFrom } = await import('./events/webhook.ts');
+  const options = webhookOptionsFrom(config.events, metrics, log);
+  return options ? new WebhookSender(options) : null;
+}
+
 export async function startApp(config: Config, log: Logger, clock?: Clock): Promise<App> {
   const broker = await startBroker(config, log);
   const proxy = new ProxyServer({ config, log, clock });
   // Subscribed before the listener opens, so no connection goes uncounted.
   const metrics = new ProxyMetrics(proxy);
-  const webhookOptions = webhookOptionsFrom(config.events, metrics, log);
-  const webhook = webhookOptions ? new WebhookSender(webhookOptions) : null;
+  const webhook = await startWebhook(config, metrics, log);
   webhook?.attach(proxy.events);
   const admin = new AdminServer({ listen: config.admin, proxy, metrics, clock: clock ?? systemClock, log, token: config.adminToken });
   let tls: TlsListener | null = null;
@@ -57,7 +67,7 @@ export async function startApp(config: Config, log: Logger, clock?: Clock): Prom
     await proxy.listen();
     if (config.tls.listen || (config.websocket.listen && config.websocket.tls)) tls = new TlsListener(proxy, config.tls, log);
     if (config.tls.listen) await tls!.listen();
-    websocket = await startWebSocketListener(proxy, tls, log);
+    if (config.websocket.listen) websocket = await (await import('./relay/websocket-wiring.ts')).startWebSocketListener(proxy, tls, log);
     await admin.listen();
   } catch (err) {
     tls?.close();

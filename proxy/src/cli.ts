@@ -9,7 +9,6 @@ import { formatHostPort, type Config } from './config/types.ts';
 import { createLogger } from './log.ts';
 import { startApp } from './app.ts';
 import { VERSION } from './package.ts';
-import { runStatus } from './admin/status.ts';
 import { Reloader } from './config/watch.ts';
 import { describeStartupError } from './startup-error.ts';
 
@@ -109,6 +108,7 @@ async function run(argv: string[]): Promise<number> {
     return 0;
   }
   if (command === 'status') {
+    const { runStatus } = await import('./admin/status.ts'); // undici: only for this command
     return runStatus({ admin: values.admin, token: values.token ?? process.env.MLP_ADMIN_TOKEN });
   }
   if (command !== undefined) throw new ConfigError(`unknown command ${JSON.stringify(command)}\n\n${USAGE}`);

@@ -2,7 +2,7 @@
 import { ForeignLoad, CpuSnapshot } from '../lib/proc.ts';
 import { LoadChild } from '../lib/child.ts';
 import type { Service, TargetName } from '../lib/services.ts';
-import { si } from '../lib/stats.ts';
+import { median, si } from '../lib/stats.ts';
 import type { LatencyResult } from '../loadgen.ts';
 import { CFG, CORES, TARGETS, cpuOf, log, topic } from './context.ts';
 import { quietMoment, undisturbed } from './quiet.ts';
@@ -13,7 +13,41 @@ export type LatencyRun = LatencyResult & {
   /** Intermediary CPU seconds per million messages at this fixed rate (each message mostly its own read and write). */
   cpuPerMillion: number | null;
   foreignCores: number;
+  /** With --rounds N: each round's percentiles (latencyMs and the CPU figures are then medians over rounds). */
+  rounds?: LatencyResult['latencyMs'][];
 };
+
+/**
+ * One p99 of a 10-second run moves by a few tenths of a millisecond from run to run
+ * on this machine (the scheduler, the 1 ms pacing tick): the rounds alternate the
+ * targets, as the throughput rounds do, and each percentile is the median over rounds.
+ */
+function combine(runs: LatencyRun[]): LatencyRun {
+  if (runs.length === 1) return runs[0];
+  const pick = (f: (r: LatencyRun) => number): number => median(runs.map(f));
+  const nullable = (f: (r: LatencyRun) => number | null): number | null => (runs.some((r) => f(r) === null) ? null : pick((r) => f(r)!));
+  const l = runs.map((r) => r.latencyMs);
+  return {
+    ...runs[0],
+    sent: runs.reduce((a, r) => a + r.sent, 0),
+    received: runs.reduce((a, r) => a + r.received, 0),
+    lost: runs.reduce((a, r) => a + r.lost, 0),
+    rate: pick((r) => r.rate),
+    latencyMs: {
+      count: l.reduce((a, p) => a + p.count, 0),
+      p50: median(l.map((p) => p.p50)),
+      p90: median(l.map((p) => p.p90)),
+      p99: median(l.map((p) => p.p99)),
+      p999: median(l.map((p) => p.p999)),
+      max: Math.max(...l.map((p) => p.max)),
+      mean: median(l.map((p) => p.mean)),
+    },
+    cpuPercent: nullable((r) => r.cpuPercent),
+    cpuPerMillion: nullable((r) => r.cpuPerMillion),
+    foreignCores: Math.max(...runs.map((r) => r.foreignCores)),
+    rounds: l,
+  };
+}
 
 async function latencyRun(svc: Service, role: 'latency' | 'fanin'): Promise<LatencyRun> {
   const hardLimitMs = CFG.warmupMs + CFG.durationMs + 120_000;
@@ -50,23 +84,22 @@ async function latencyRun(svc: Service, role: 'latency' | 'fanin'): Promise<Late
   }
 }
 
-/** Fills results.latency and results.fanin for the scenarios asked for. */
+/** Fills results.latency and results.fanin for the scenarios asked for (CFG.rounds rounds, alternating the order). */
 export async function measureLatency(services: Map<TargetName, Service>, results: Results, scenarios: readonly string[]): Promise<void> {
-  if (scenarios.includes('latency')) {
-    for (const name of TARGETS) {
-      log(`latency ${CFG.latencyRate} msg/s -> ${name}${await quietMoment()}`);
-      const r = await undisturbed(`latency -> ${name}`, () => latencyRun(services.get(name)!, 'latency'));
-      results.latency[name] = r;
-      log(`  p50 ${r.latencyMs.p50.toFixed(3)} p99 ${r.latencyMs.p99.toFixed(3)} max ${r.latencyMs.max.toFixed(3)} ms, lost ${r.lost}; ${r.foreignCores.toFixed(2)} cores used by others`);
+  for (const role of ['latency', 'fanin'] as const) {
+    if (!scenarios.includes(role)) continue;
+    const runs = new Map<TargetName, LatencyRun[]>();
+    for (let round = 0; round < CFG.rounds; round++) {
+      const order = round % 2 === 0 ? TARGETS : [...TARGETS].reverse();
+      for (const name of order) {
+        const label = role === 'latency' ? `latency ${CFG.latencyRate} msg/s` : `fan-in ${CFG.faninPublishers} x ${CFG.faninRate} msg/s`;
+        log(`${label} -> ${name}${CFG.rounds > 1 ? ` (round ${round + 1})` : ''}${await quietMoment()}`);
+        const r = await undisturbed(`${role} -> ${name}`, () => latencyRun(services.get(name)!, role));
+        runs.set(name, [...(runs.get(name) ?? []), r]);
+        const connect = role === 'fanin' ? `, connect ${r.connectSeconds?.toFixed(2)} s` : '';
+        log(`  ${role === 'fanin' ? `${si(r.rate)} msg/s, ` : ''}p50 ${r.latencyMs.p50.toFixed(3)} p99 ${r.latencyMs.p99.toFixed(3)} max ${r.latencyMs.max.toFixed(3)} ms, lost ${r.lost}${connect}; ${r.foreignCores.toFixed(2)} cores used by others`);
+      }
     }
-  }
-
-  if (scenarios.includes('fanin')) {
-    for (const name of TARGETS) {
-      log(`fan-in ${CFG.faninPublishers} x ${CFG.faninRate} msg/s -> ${name}${await quietMoment()}`);
-      const r = await undisturbed(`fan-in -> ${name}`, () => latencyRun(services.get(name)!, 'fanin'));
-      results.fanin[name] = r;
-      log(`  ${si(r.rate)} msg/s, p50 ${r.latencyMs.p50.toFixed(3)} p99 ${r.latencyMs.p99.toFixed(3)} ms, connect ${r.connectSeconds?.toFixed(2)} s; ${r.foreignCores.toFixed(2)} cores used by others`);
-    }
+    for (const [name, rs] of runs) results[role][name] = combine(rs);
   }
 }

@@ -8,7 +8,6 @@ import { accessSync, constants } from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
 import type { Logger } from 'pino';
-import { startEmbeddedBroker } from './embedded.ts';
 import type { Config } from '../config/types.ts';
 import { waitForPort } from '../net/tcp-probe.ts';
 import { PACKAGE_ROOT } from '../package.ts';
@@ -57,6 +56,7 @@ export async function startBroker(config: Config, log: Logger): Promise<BrokerHa
 }
 
 async function startEmbedded(host: string, port: number, log: Logger, why: string): Promise<BrokerHandle> {
+  const { startEmbeddedBroker } = await import('./embedded.ts'); // Aedes: only when it is used
   const broker = await startEmbeddedBroker(host, port);
   log.info({ broker: 'embedded', address: `${host}:${broker.address.port}`, why }, 'started the embedded broker (Aedes)');
   return { kind: 'embedded', pid: () => undefined, stop: () => broker.close() };
