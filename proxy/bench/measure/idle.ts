@@ -1,8 +1,9 @@
 /** Idle scale: thousands of idle clients through each target; connect rate, memory and CPU at rest. */
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { CpuSnapshot, ForeignLoad, clockTicks, openFiles, statusKb, userSystemTicks } from '../lib/proc.ts';
 import { LoadChild } from '../lib/child.ts';
-import { directService, type Service, type TargetName } from '../lib/services.ts';
+import { ROOT, directService, type Service, type TargetName } from '../lib/services.ts';
 import type { IdleConnected } from '../loadgen.ts';
 import { CFG, CORES, TARGETS, log, opts, sleep } from './context.ts';
 import { quietMoment } from './quiet.ts';
@@ -138,6 +139,11 @@ export async function measureIdle(broker: Service, startTarget: (name: TargetNam
       log(`  ${r.connected} ok, ${r.failed} failed; ${Math.round(r.connectRate)}/s; rss ${r.rssPerConnectionKb?.toFixed(2) ?? '-'} KB/conn; rest cpu ${r.restCpuPercent?.toFixed(2) ?? '-'} %`);
     } finally {
       await svc.stop();
+      if (opts['node-flags'] && svc.pid !== null && name !== 'direct') {
+        // Experiments with node flags (--trace-gc...): keep what the idle process printed too.
+        mkdirSync(path.join(ROOT, 'bench-results/logs'), { recursive: true });
+        writeFileSync(path.join(ROOT, 'bench-results/logs', `idle-${svc.name}.log`), svc.output());
+      }
     }
     await sleep(2000);
   }
