@@ -111,15 +111,18 @@ export async function startApp(config: Config, log: Logger, clock?: Clock): Prom
         // clients may still be sent here, so the listeners keep taking them (shutdownDelay).
         if (delayMs > 0) {
           await new Promise((resolve) => setTimeout(resolve, delayMs));
-          log.info({ event: 'shutdown_delay_over', connections: proxy.connections.size }, 'shutdownDelay over: closing the listeners');
         }
-        // The canary stops first (at once; its session closes alongside): a broker
-        // stopped below must not look like a broker failure.
-        const canaryStopped = canary?.stop();
-        tls?.close();
-        // Listeners close (new connections refused), clients are told and closed within shutdownGrace.
+        // The listening sockets close before the log line says so: whoever reads
+        // shutdown_delay_over may rely on new connections being refused.
+        void proxy.closeListeners();
         // (The WebSocket listener's close completes once its connections, ended by proxy.close(), are gone.)
         const wsClosed = websocket?.close();
+        tls?.close();
+        if (delayMs > 0) log.info({ event: 'shutdown_delay_over', connections: proxy.connections.size }, 'shutdownDelay over: listeners closed');
+        // The canary stops now (at once; its session closes alongside): a broker
+        // stopped below must not look like a broker failure.
+        const canaryStopped = canary?.stop();
+        // Clients are told and closed within shutdownGrace.
         await proxy.close();
         await wsClosed;
         await canaryStopped;

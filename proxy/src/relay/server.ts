@@ -59,6 +59,7 @@ export class ProxyServer {
   /** The PROXY header each trusted socket started with, until it becomes a Connection. */
   private readonly headers = new WeakMap<net.Socket, ProxyHeader>();
   accepting = false;
+  private listenersClosed: Promise<void> | null = null;
 
   constructor(private readonly options: ProxyServerOptions) {
     const { config, log } = options;
@@ -326,6 +327,19 @@ export class ProxyServer {
   }
 
   /**
+   * Stop accepting: the listening sockets are closed before this returns, so from
+   * then on the kernel refuses new connections. Resolves when the servers report
+   * closed. Idempotent (close() calls it too).
+   */
+  closeListeners(): Promise<void> {
+    if (this.listenersClosed === null) {
+      this.accepting = false;
+      this.listenersClosed = Promise.all(this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())))).then(() => undefined);
+    }
+    return this.listenersClosed;
+  }
+
+  /**
    * Stop accepting (the listeners close: new connections are refused by the
    * kernel), end every connection with `shutdown` (MQTT 5 clients get
    * DISCONNECT 0x8B), wait up to graceMs for the sockets to close, then cut
@@ -333,8 +347,7 @@ export class ProxyServer {
    */
   async close(graceMs = this.ctx.config.shutdownGrace * 1000): Promise<void> {
     const started = performance.now();
-    this.accepting = false;
-    const closed = Promise.all(this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+    const closed = this.closeListeners();
     const open = this.connections.size;
     for (const conn of [...this.connections]) conn.end('shutdown', null);
     const deadline = started + graceMs;
