@@ -24,7 +24,7 @@ import path from 'node:path';
 import { clockTicks, fileLimits } from './lib/proc.ts';
 import { ROOT, directService, startMosquitto, startNodeRelay, startHaproxy, startProxy, startSocat, type Service, type TargetName } from './lib/services.ts';
 import { round } from './lib/stats.ts';
-import { CFG, OUT, SCENARIOS, TARGETS, log, opts } from './measure/context.ts';
+import { CFG, OUT, SCENARIOS, TARGETS, keepOutput, log, opts } from './measure/context.ts';
 import { measureThroughput } from './measure/throughput.ts';
 import { measureLatency } from './measure/latency.ts';
 import { measureIdle } from './measure/idle.ts';
@@ -88,11 +88,7 @@ async function main(): Promise<void> {
   } finally {
     for (const s of services.values()) {
       await s.stop();
-      if (opts['node-flags'] && s.pid) {
-        // Experiments with node flags (--trace-gc...): keep what the process printed.
-        mkdirSync(path.join(ROOT, 'bench-results/logs'), { recursive: true });
-        writeFileSync(path.join(ROOT, 'bench-results/logs', `${s.name}.log`), s.output());
-      }
+      keepOutput(s);
     }
     await broker.stop();
   }

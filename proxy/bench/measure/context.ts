@@ -3,6 +3,7 @@
  * as before the split), the configuration derived from them, logging, and
  * small helpers.
  */
+import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -78,4 +79,11 @@ export const topic = (what: string): string => `bench/${what}/${process.pid}/${+
 
 export function cpuOf(svc: Service): CpuSnapshot | null {
   return svc.pid === null ? null : CpuSnapshot.take(svc.pid, svc.tree);
+}
+
+/** Experiments with --node-flags (--trace-gc...): keep what a target process printed, in bench-results/logs/NAME.log. */
+export function keepOutput(svc: Service, name: string = svc.name): void {
+  if (!opts['node-flags'] || !svc.pid) return;
+  mkdirSync(path.join(ROOT, 'bench-results/logs'), { recursive: true });
+  writeFileSync(path.join(ROOT, 'bench-results/logs', `${name}.log`), svc.output());
 }

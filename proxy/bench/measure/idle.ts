@@ -1,11 +1,10 @@
 /** Idle scale: thousands of idle clients through each target; connect rate, memory and CPU at rest. */
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import path from 'node:path';
+import { readFileSync } from 'node:fs';
 import { CpuSnapshot, ForeignLoad, clockTicks, openFiles, statusKb, userSystemTicks } from '../lib/proc.ts';
 import { LoadChild } from '../lib/child.ts';
-import { ROOT, directService, type Service, type TargetName } from '../lib/services.ts';
+import { directService, type Service, type TargetName } from '../lib/services.ts';
 import type { IdleConnected } from '../loadgen.ts';
-import { CFG, CORES, TARGETS, log, opts, sleep } from './context.ts';
+import { CFG, CORES, TARGETS, keepOutput, log, opts, sleep } from './context.ts';
 import { quietMoment } from './quiet.ts';
 import type { IdleResult, Results } from './results.ts';
 
@@ -139,11 +138,7 @@ export async function measureIdle(broker: Service, startTarget: (name: TargetNam
       log(`  ${r.connected} ok, ${r.failed} failed; ${Math.round(r.connectRate)}/s; rss ${r.rssPerConnectionKb?.toFixed(2) ?? '-'} KB/conn; rest cpu ${r.restCpuPercent?.toFixed(2) ?? '-'} %`);
     } finally {
       await svc.stop();
-      if (opts['node-flags'] && svc.pid !== null && name !== 'direct') {
-        // Experiments with node flags (--trace-gc...): keep what the idle process printed too.
-        mkdirSync(path.join(ROOT, 'bench-results/logs'), { recursive: true });
-        writeFileSync(path.join(ROOT, 'bench-results/logs', `idle-${svc.name}.log`), svc.output());
-      }
+      if (name !== 'direct') keepOutput(svc, `idle-${svc.name}`);
     }
     await sleep(2000);
   }

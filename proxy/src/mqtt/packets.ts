@@ -71,7 +71,7 @@ interface ParsedPacket {
  * ends in any state but "clean" (an error, bytes left over) is dropped, never reused.
  */
 interface PooledParser {
-  /** settings: mqtt-packet's own (public in JS, untyped): parsing a CONNECT replaces it with the packet. */
+  /** mqtt-packet's parser; its settings field is public in JS but not in its types. */
   parser: ReturnType<typeof mqttPacket.parser> & { settings: object };
   /** The parser's own settings object: parsing a CONNECT replaces it with the packet, which must not outlive the call. */
   settings: object;
