@@ -450,3 +450,54 @@ t.test('maxConnectSize: a CONNECT above it closes with protocol_error; later pac
   t.ok(ok.conn.isOpen, 'a 5 kB PUBLISH after the CONNECT passes');
   t.ok(ok.toBroker().length > 5000);
 });
+
+t.test('keep-alive verdict waits for TCP evidence (fake TCP_INFO): a probe is asked for once the PINGREQ is late', async (t) => {
+  // Idle and clean: a natural keep-alive probe answered 100 ms ago, counters balanced.
+  const clean = (lastAckMs: number, segs: number) => ({ ...newTcpInfoSample(), rtoUs: 200_000, rttUs: 1_000, segsOut: segs, segsIn: segs, lastAckRecvMs: lastAckMs, lastDataRecvMs: lastAckMs });
+  const frozen = await session(4, 30, { tcpInfo: clean(100, 10) });
+  const deadAfter = frozen.conn.liveness.keepAliveDeadAfterMs();
+  t.ok(deadAfter >= 32_000 && deadAfter <= 45_000, `keep-alive + adaptive grace: ${deadAfter} ms (a new proxy's prior is cautious)`);
+  frozen.clock.advance(30_999);
+  t.same(frozen.probeIdleSets, [], 'nothing asked before the PINGREQ is a second late');
+  frozen.clock.advance(1);
+  t.same(frozen.probeIdleSets, [1], 'TCP_KEEPIDLE 1 s: the kernel probes now');
+  let segs = 11;
+  for (let now = 31_000; now < 46_000 && frozen.closes.length === 0; now += 250) {
+    frozen.tcpInfo = clean(5, segs++); // every probe answered
+    frozen.clock.advance(250);
+    await frozen.settle();
+  }
+  const e = await closed(frozen);
+  t.match(e, { reason: 'keepalive_timeout', detail: /TCP answered 5 ms ago$/ });
+  // The estimate learns from the answered probes, so keep-alive + grace shrinks meanwhile: the verdict names its own.
+  const named = Number(/dead after (\d+) ms/.exec(e.detail ?? '')?.[1]);
+  t.ok(named >= 32_000 && named <= deadAfter, `keep-alive + grace at the verdict: ${named} ms`);
+  t.ok(e.silenceMs >= named && e.silenceMs < 45_000, `frozen, the link answering: dead at the first look past it (${Math.round(e.silenceMs)} ms), not at the 45 s cap`);
+
+  // The same silence behind an outage over the due time: no verdict while the link is silent, none until
+  // the retransmitted PINGREQ had time; it comes, and the connection lives on.
+  const outage = await session(4, 30, { tcpInfo: clean(100, 10) });
+  outage.clock.advance(31_000);
+  for (let s = 32; s <= 39; s++) {
+    outage.tcpInfo = { ...clean((s - 29) * 1_000, 10), segsOut: 10 + s - 31, probes: Math.min(2, s - 31) };
+    outage.clock.advance(1_000);
+  }
+  await outage.settle();
+  t.ok(outage.conn.isOpen, 'the link silent for 10 s past the due time: no keep-alive verdict (the TCP check judges such silence)');
+  t.ok(outage.conn.liveness.keepAliveSuspectSince > 0, 'keep-alive suspect');
+  outage.tcpInfo = clean(1, 20); // the link answers again at 40 s
+  outage.clock.advance(1_000);
+  await outage.settle();
+  t.ok(outage.conn.isOpen, 'the link is back: time for the PINGREQ\'s retransmission');
+  t.match(outage.conn.liveness.keepAliveDeadAfterMs(), 45_000, 'the wait is capped at the broker\'s own 1.5 x keep-alive');
+  outage.clock.advance(2_000);
+  outage.client.write(PINGREQ); // retransmitted by the client's kernel
+  await outage.settle();
+  t.same(outage.probeIdleSets, [1, outage.conn.liveness.kernelSettings().idleSeconds], 'the client spoke: the kernel\'s own idle again');
+  t.equal(outage.conn.liveness.keepAliveWatched, false);
+  outage.clock.advance(10_000);
+  await outage.settle();
+  t.ok(outage.conn.isOpen, 'alive');
+  outage.conn.end('shutdown', null);
+  await closed(outage);
+});

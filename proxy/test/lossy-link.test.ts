@@ -67,6 +67,29 @@ const outages = scenario('tob', 0, 20, false, async (cell) => {
 });
 outages.catch(() => {});
 
+// A fleet whose estimate has only seen a clean link (no outage before), then an outage over the
+// keep-alive-30 clients' first PINGREQs (t0 + 30 s and the clients' timer slop): a PINGREQ sent at
+// t0 + 30 is retransmitted at +0.2, 0.6, 1.4, 3.0 and 6.2 s and arrives at keep-alive + 6.2 s,
+// after the 2-3 s keep-alive grace a clean estimate gives. Before the keep-alive watch
+// (keepalive-watch.ts) this cut 7 of 20; Mosquitto alone waits 1.5 x keep-alive. The
+// second outage does the same to the keep-alive-60 clients and the keep-alive-30 ones' second PINGREQs.
+const PINGREQ_OUTAGES = [{ atS: 29, ms: 4_500 }, { atS: 59, ms: 4_500 }];
+const pingOutages = scenario('toc', 0, 20, false, async (cell) => {
+  const t0 = cell.medianConnectAt;
+  const done: Array<{ atS: number; ms: number; planned: number }> = [];
+  for (const { atS, ms } of PINGREQ_OUTAGES) {
+    await sleep(t0 + atS * 1000 - Date.now());
+    const began = Date.now();
+    await Promise.all(cell.links.map((l) => l.setCut('outage', true)));
+    await sleep(ms - (Date.now() - began));
+    await Promise.all(cell.links.map((l) => l.setCut('outage', false)));
+    done.push({ atS: (began - t0) / 1000, ms: Date.now() - began, planned: ms });
+  }
+  await sleep(t0 + 100_000 - Date.now());
+  return { result: await cell.finish(), done };
+});
+pingOutages.catch(() => {});
+
 // The model's own bound (verdict-budget.ts, docs/liveness.md): at 10 % loss each way one probe round
 // fails with q = 1 - 0.9^2 = 0.19. The slowest the model can be here is with no evidence of the
 // connection's own: the upper bound of the prior alone (20 pseudo-trials centred on the true q), taken at
@@ -101,6 +124,15 @@ t.test('20 clients connected together, three 3.5 s outages: no false death', asy
   t.comment(`outages ${done.map((o) => `${o.ms} ms at t0+${o.atS.toFixed(2)} s`).join(', ')}: ${describe(r)}`);
   t.equal(done.length, 3);
   for (const o of done) t.ok(o.ms >= OUTAGE_MS - 50, `outage lasted ${o.ms} ms`);
+  t.equal(r.falseDeaths.wills, 0, 'no Will of a healthy client');
+  t.equal(r.verdicts, 0, 'no liveness verdict on a healthy client');
+});
+
+t.test('20 clients whose estimate saw only a clean link, 4.5 s outages over their PINGREQs: no false death', async (t) => {
+  const { result: r, done } = await pingOutages;
+  t.comment(`outages ${done.map((o) => `${o.ms} ms at t0+${o.atS.toFixed(2)} s`).join(', ')}: ${describe(r)}`);
+  t.equal(done.length, 2);
+  for (const o of done) t.ok(o.ms >= o.planned - 50, `outage lasted ${o.ms} ms`);
   t.equal(r.falseDeaths.wills, 0, 'no Will of a healthy client');
   t.equal(r.verdicts, 0, 'no liveness verdict on a healthy client');
 });

@@ -279,7 +279,7 @@ export class AdminServer {
       if (rows.length >= limit) break;
       const d = conn.deadlines;
       const silenceMs = Math.max(0, now - d.lastClientActivity);
-      const deadAfterMs = d.keepAliveDeadMs > d.allowedSilenceMs ? d.keepAliveDeadMs : d.allowedSilenceMs;
+      const deadAfterMs = conn.liveness.keepAliveDeadAfterMs();
       const deadline = d.allowedSilenceMs === Infinity ? null : d.lastClientActivity + deadAfterMs - now;
       const live = conn.liveness;
       const snap = live.model.snapshot();

@@ -50,6 +50,8 @@ export class TcpSilenceCheck {
   private writeSince = -1;
   private correlated = false;
   private heldSince = -1;
+  /** TCP_KEEPIDLE in effect when not the thresholds' (a keep-alive watch asked for probes now), ms; 0: the thresholds'. */
+  probeIdleMs = 0;
 
   constructor(private readonly health: LocalHealth | null) {}
 
@@ -85,7 +87,7 @@ export class TcpSilenceCheck {
       this.writeSince = -1; // all acknowledged: the next write starts a new watch
       if (s.probes > 0 && s.notsentBytes === 0) {
         kind = 'idle';
-        owed = lastHeard + th.kernel.idleSeconds * 1000;
+        owed = lastHeard + this.idleMs(th);
       }
     }
     if (kind === null || (this.owedSince >= 0 && owed > this.owedSince + ACK_MOVE_MS && kind === this.kind && this.state === 'suspect')) {
@@ -162,11 +164,15 @@ export class TcpSilenceCheck {
     v.state = 'alive';
   }
 
+  private idleMs(th: Thresholds): number {
+    return this.probeIdleMs > 0 ? this.probeIdleMs : th.kernel.idleSeconds * 1000;
+  }
+
   /** Nothing owed: the next keep-alive probe goes out idle after the last sign of life; look one interval later. */
   private idleCheckAt(s: TcpInfoSample, now: number, th: Thresholds): number {
     if (s.notsentBytes > 0) return Infinity; // zero window: send_stall's deadline covers it
     const lastHeard = now - Math.min(s.lastAckRecvMs, s.lastDataRecvMs);
-    const probeAt = lastHeard + th.kernel.idleSeconds * 1000;
+    const probeAt = lastHeard + this.idleMs(th);
     return Math.max(probeAt + th.idle.suspectAfterMs, now + MIN_CHECK_GAP_MS);
   }
 }

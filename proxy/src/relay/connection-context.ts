@@ -33,6 +33,8 @@ export interface ConnectionContext {
   liveness: LivenessContext;
   /** Applies this connection's TCP keep-alive timing and the kernel's backstop to its TCP socket. */
   applyTcpLiveness(socket: net.Socket, kernel: Thresholds['kernel']): void;
+  /** Sets TCP_KEEPIDLE of the client's TCP socket now (a keep-alive watch asks for a probe); false: not possible here. */
+  setProbeIdle(transport: ClientTransport, seconds: number): boolean;
   /** Fills `into` from TCP_INFO of the client's TCP socket; false: not available (no TCP socket, no koffi). */
   readTcpInfo(transport: ClientTransport, into: TcpInfoSample): boolean;
   /** Called once both streams are closed. */

@@ -165,7 +165,7 @@ export class Connection {
   onClientData(chunk: Buffer): void {
     if (this.state === 'closed') return;
     const now = (this.deadlines.lastClientActivity = this.ctx.clock.now());
-    if (this.liveness.keepAliveSuspectSince >= 0) this.liveness.clientSpoke(now);
+    if (this.liveness.keepAliveWatched) this.liveness.clientSpoke(now);
     this.bytesFromClient += chunk.length;
     const error = this.toBroker.push(chunk);
     if (error) this.ending.onFrameError(error, 'to_broker');

@@ -1,6 +1,7 @@
 /**
  * The one timer of a Connection and everything it watches: the deadlines (deadlines.ts), the MQTT
- * keep-alive (suspect at KA + base grace, dead at KA + adaptive grace) and the TCP-silence model
+ * keep-alive (suspect at KA + base grace, dead at KA + adaptive grace once TCP evidence says the
+ * silence is the client's, not the link's: keepalive-watch.ts) and the TCP-silence model
  * (ConnectionLiveness: alive -> suspect -> dead). TCP_INFO is read here only, when the timer
  * fires, never per packet; a write costs one comparison unless it starts a new watch.
  */
@@ -10,6 +11,7 @@ import { evaluate, newDeadlineState, type DeadlineState } from '../liveness/dead
 import type { Reason } from '../liveness/reasons.ts';
 import { newTcpInfoSample } from '../liveness/tcp-options.ts';
 import { keepAliveGrace, type Thresholds } from '../liveness/verdict-budget.ts';
+import { KeepAliveWatch, SOLICITED_IDLE_SECONDS, solicitAt, type KeepAliveTimes } from '../liveness/keepalive-watch.ts';
 import type { KeepAlivePolicy } from '../config/types.ts';
 import type { ConnectionContext } from './connection-context.ts';
 import type { ConnectionFacts, SuspectKind } from './events.ts';
@@ -27,12 +29,16 @@ export interface TimerHost {
 
 // One sample for every connection: read and judged synchronously, never kept.
 const sample = newTcpInfoSample();
+// Likewise the keep-alive times handed to a watch.
+const times: KeepAliveTimes = { dueAt: 0, frozenAt: 0, capAt: 0, baseGraceMs: 0 };
 
 export class LivenessTimer {
   readonly deadlines: DeadlineState;
   readonly model: ConnectionLiveness;
   /** Keep-alive silence beyond KA + base grace: since when (-1: not suspect). */
   keepAliveSuspectSince = -1;
+  /** A late PINGREQ is being watched or the keep-alive is suspect: the client's next byte ends it (clientSpoke). */
+  keepAliveWatched = false;
   private timer: Timer | null = null;
   private timerAt = Infinity;
   /** When to read TCP_INFO next (Infinity: not planned; NaN: not available on this transport). */
@@ -41,6 +47,17 @@ export class LivenessTimer {
   private tcpSuspect: SuspectKind | null = null;
   private keepAliveSeconds = 0;
   private explicitGraceMs: number | undefined = undefined;
+  /**
+   * The keep-alive verdict waits for TCP evidence (TCP_INFO here, the adaptive model, no exact
+   * grace): dead at frozenAfterMs of silence at the earliest, deadlines.keepAliveDeadMs (1.5 x KA) at the latest.
+   */
+  private gated = false;
+  private frozenAfterMs = 0;
+  /** Made for the first late PINGREQ (most connections never need one). */
+  private watch: KeepAliveWatch | null = null;
+  private watchAt = Infinity;
+  /** TCP_KEEPIDLE was lowered for the watch and must be restored. */
+  private solicited = false;
   private readonly fired = this.onTimer.bind(this);
 
   constructor(
@@ -86,25 +103,44 @@ export class LivenessTimer {
     }
   }
 
-  /** The client sent bytes while keep-alive suspect (the caller checks keepAliveSuspectSince first). */
+  /** The client sent bytes while keepAliveWatched (the caller checks it first). */
   clientSpoke(now: number): void {
-    this.emitSuspect('keepalive', 'end', now, false);
-    this.keepAliveSuspectSince = -1;
+    if (this.keepAliveSuspectSince >= 0) {
+      this.emitSuspect('keepalive', 'end', now, false);
+      this.keepAliveSuspectSince = -1;
+    }
+    this.endWatch();
+    this.keepAliveWatched = false;
+  }
+
+  /** Silence after which the keep-alive verdict is due as things stand (Infinity: none). */
+  keepAliveDeadAfterMs(): number {
+    const d = this.deadlines;
+    if (d.allowedSilenceMs === Infinity) return Infinity;
+    if (!this.gated) return Math.max(d.allowedSilenceMs, d.keepAliveDeadMs);
+    const notBefore = this.watch?.active ? this.watch.notBefore - d.lastClientActivity : 0;
+    return Math.min(d.keepAliveDeadMs, Math.max(this.frozenAfterMs, notBefore));
   }
 
   /** Make sure the one timer fires no later than the earliest deadline. */
   schedule(now: number): void {
-    if (now >= this.tcpCheckAt && this.checkTcp(now)) return;
+    if (now >= this.nextWatchAt() && this.tcpCheckAt > now) this.tcpCheckAt = now; // the watch judges a fresh sample
+    if (now >= this.tcpCheckAt) {
+      if (this.checkTcp(now)) return;
+      // After the sample: the estimate may have moved keep-alive + grace.
+      if (this.tcpCheckAt >= 0 && now >= this.nextWatchAt() && this.watchKeepAlive(now)) return;
+    }
     const d = this.deadlines;
     const e = evaluate(d, now);
     if (e.verdict) {
-      this.host.expire(e.verdict, e.verdict === 'keepalive_timeout' ? this.keepAliveDetail(now) : null);
+      this.host.expire(e.verdict, e.verdict === 'keepalive_timeout' ? this.keepAliveDetail(now, false) : null);
       return;
     }
     const suspectAt = d.lastClientActivity + d.allowedSilenceMs;
     if (now >= suspectAt) {
       if (this.keepAliveSuspectSince < 0) {
         this.keepAliveSuspectSince = suspectAt;
+        this.keepAliveWatched = true;
         this.emitSuspect('keepalive', 'start', suspectAt, false);
       }
     } else if (this.keepAliveSuspectSince >= 0) {
@@ -112,7 +148,8 @@ export class LivenessTimer {
     }
     if (e.probe) this.host.probeUpstream(now);
     const wake = e.probe ? evaluate(d, now).wakeAt : e.wakeAt;
-    this.arm(now, Math.min(wake, now < suspectAt ? suspectAt : Infinity, this.tcpCheckAt >= 0 ? this.tcpCheckAt : Infinity));
+    const tcpAt = this.tcpCheckAt >= 0 ? this.tcpCheckAt : Infinity;
+    this.arm(now, Math.min(wake, now < suspectAt ? suspectAt : Infinity, tcpAt, this.nextWatchAt()));
   }
 
   /** No timer from now on (the connection is ending). */
@@ -139,6 +176,62 @@ export class LivenessTimer {
     this.timer = null;
     this.timerAt = Infinity;
     this.schedule(this.ctx.clock.now());
+  }
+
+  /** When the keep-alive watch acts next: ask for a probe once the PINGREQ is late, then judge (Infinity: nothing to watch). */
+  private nextWatchAt(): number {
+    if (!this.gated) return Infinity;
+    const t = this.keepAliveTimes();
+    // The estimate may have moved keep-alive + grace earlier since the watch planned its next look.
+    if (this.watch?.active) return Math.min(this.watchAt, Math.max(t.frozenAt, this.watch.notBefore));
+    return solicitAt(t);
+  }
+
+  private keepAliveTimes(): KeepAliveTimes {
+    const d = this.deadlines;
+    const kaMs = this.keepAliveSeconds * 1000;
+    times.dueAt = d.lastClientActivity + kaMs;
+    times.frozenAt = d.lastClientActivity + this.frozenAfterMs;
+    times.capAt = d.lastClientActivity + d.keepAliveDeadMs;
+    times.baseGraceMs = d.allowedSilenceMs - kaMs;
+    return times;
+  }
+
+  /**
+   * The PINGREQ is late: ask the kernel for probes (first time), judge the fresh sample in
+   * `sample`. True when the connection was ended.
+   */
+  private watchKeepAlive(now: number): boolean {
+    let watch = this.watch;
+    if (watch === null) watch = this.watch = new KeepAliveWatch();
+    if (!watch.active) {
+      watch.start(sample, now);
+      this.keepAliveWatched = true;
+      this.solicited = this.ctx.setProbeIdle(this.transport, SOLICITED_IDLE_SECONDS);
+      if (this.solicited) this.model.silence.probeIdleMs = SOLICITED_IDLE_SECONDS * 1000;
+    }
+    const link = this.model.estimate!; // gated implies an estimate
+    const kernel = this.model.kernelSettings();
+    const probe = { idleMs: (this.solicited ? SOLICITED_IDLE_SECONDS : kernel.idleSeconds) * 1000, intervalMs: kernel.intervalSeconds * 1000 };
+    const v = watch.judge(sample, now, this.keepAliveTimes(), link, probe);
+    if (v.dead) {
+      this.host.expire('keepalive_timeout', this.keepAliveDetail(now, true));
+      return true;
+    }
+    this.watchAt = v.nextAt;
+    return false;
+  }
+
+  /** The client spoke: the kernel probes at its own idle again. */
+  private endWatch(): void {
+    if (this.watch === null || !this.watch.active) return;
+    this.watch.stop();
+    this.watchAt = Infinity;
+    if (this.solicited) {
+      this.solicited = false;
+      this.model.silence.probeIdleMs = 0;
+      this.ctx.setProbeIdle(this.transport, this.model.kernelSettings().idleSeconds);
+    }
   }
 
   /** Read TCP_INFO and judge. True when the connection was ended. */
@@ -171,24 +264,36 @@ export class LivenessTimer {
 
   /**
    * Dead at KA + adaptive grace: max(base, a PINGREQ late by the retransmissions the budget
-   * allows), <= 1.5 x KA. An explicit keepAlive.grace or multiplier is exact (its documented
-   * meaning), and without a TCP_INFO sample yet there is nothing to adapt to: the base applies.
+   * allows), <= 1.5 x KA, and only once the link has answered since the PINGREQ was due
+   * (gated: keepalive-watch.ts; deadlines.keepAliveDeadMs is then the 1.5 x KA cap). An explicit
+   * keepAlive.grace or multiplier is exact (its documented meaning), and without a TCP_INFO
+   * sample yet there is nothing to adapt to or judge by: the base applies.
    */
   private updateKeepAliveDead(): void {
     const d = this.deadlines;
     const link = this.model.estimate;
     if (this.keepAliveSeconds <= 0 || this.explicitGraceMs !== undefined || d.allowedSilenceMs === Infinity || !link || link.samples === 0) {
       d.keepAliveDeadMs = 0;
+      this.gated = false;
       return;
     }
     const grace = keepAliveGrace(this.keepAliveSeconds, link.qUpper, this.ctx.liveness.settings.falseDeathBudget, link, undefined);
-    d.keepAliveDeadMs = Math.max(d.allowedSilenceMs, this.keepAliveSeconds * 1000 + grace.adaptive);
+    this.frozenAfterMs = Math.max(d.allowedSilenceMs, this.keepAliveSeconds * 1000 + grace.adaptive);
+    this.gated = this.tcpCheckAt >= 0;
+    d.keepAliveDeadMs = this.gated ? Math.max(this.frozenAfterMs, this.keepAliveSeconds * 1500) : this.frozenAfterMs;
   }
 
-  private keepAliveDetail(now: number): string {
+  /** fresh: `sample` was just read for this connection. */
+  private keepAliveDetail(now: number, fresh: boolean): string {
     const d = this.deadlines;
     const silent = Math.round(now - d.lastClientActivity);
-    return `proxy check: silent ${silent} ms, keep-alive ${this.keepAliveSeconds} s, suspect after ${Math.round(d.allowedSilenceMs)} ms, dead after ${Math.round(Math.max(d.allowedSilenceMs, d.keepAliveDeadMs))} ms`;
+    const head = `proxy check: silent ${silent} ms, keep-alive ${this.keepAliveSeconds} s, suspect after ${Math.round(d.allowedSilenceMs)} ms`;
+    const w = this.watch;
+    if (!this.gated || w === null || !w.active) return `${head}, dead after ${Math.round(this.keepAliveDeadAfterMs())} ms`;
+    const answered = fresh ? `, TCP answered ${Math.round(sample.lastAckRecvMs)} ms ago` : '';
+    const trouble = w.troubles > 0 ? `, link trouble ${w.troubles}x since the PINGREQ was due (waited for its retransmission until ${Math.round(w.notBefore - d.lastClientActivity)} ms)` : '';
+    const cap = now >= d.lastClientActivity + d.keepAliveDeadMs ? ', at the 1.5 x keep-alive cap' : '';
+    return `${head}, dead after ${Math.round(this.keepAliveDeadAfterMs())} ms${answered}${trouble}${cap}`;
   }
 
   private emitSuspect(kind: SuspectKind, phase: 'start' | 'end', at: number, held: boolean): void {

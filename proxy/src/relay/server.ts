@@ -85,6 +85,7 @@ export class ProxyServer {
       brokerAccepting: () => upstreamAccepting(this.upstream),
       liveness: livenessContextOf(config, this.rtoMaxApplied, this.fleet, null, this.onHealth),
       applyTcpLiveness: (socket, kernel) => this.applyTcp(socket, kernel),
+      setProbeIdle: (transport, seconds) => (transport.tcpSocket ? setTcpProbeTimers(transport.tcpSocket, { idleSeconds: seconds }) === null : false),
       readTcpInfo: (transport, into) => (transport.tcpSocket ? readTcpInfo(transport.tcpSocket, into) : false),
       onClosed: (conn) => {
         this.connections.delete(conn);

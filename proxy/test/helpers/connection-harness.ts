@@ -50,6 +50,8 @@ export interface Harness {
   brokerSideDoneAtClose: boolean[];
   /** What the fake TCP_INFO says (null: not available); the Connection reads it on its timer. */
   tcpInfo: TcpInfoSample | null;
+  /** Every TCP_KEEPIDLE the Connection set (a keep-alive watch asking for probes, then restoring). */
+  probeIdleSets: number[];
   /** What the "is the broker still accepting?" check answers. */
   brokerAlive: boolean;
   /** Let the streams deliver what was written. */
@@ -85,6 +87,10 @@ export function connectionHarness(options: HarnessOptions = {}): Harness {
     brokerAccepting: () => Promise.resolve(h.brokerAlive),
     liveness: livenessContextOf(config, true, new FleetPrior(), null, null),
     applyTcpLiveness: () => {},
+    setProbeIdle: (_transport, seconds) => {
+      h.probeIdleSets.push(seconds);
+      return h.tcpInfo !== null;
+    },
     readTcpInfo: (_transport, into) => {
       if (h.tcpInfo === null) return false;
       Object.assign(into, h.tcpInfo);
@@ -102,6 +108,7 @@ export function connectionHarness(options: HarnessOptions = {}): Harness {
     closes: [] as CloseEvent[],
     brokerSideDoneAtClose: [] as boolean[],
     tcpInfo: options.tcpInfo ?? null,
+    probeIdleSets: [] as number[],
     brokerAlive: true,
     settle: async () => {
       for (let i = 0; i < 10; i++) await new Promise((r) => setImmediate(r));
