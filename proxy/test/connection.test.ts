@@ -5,6 +5,7 @@ import t from 'tap';
 import mqttPacket from 'mqtt-packet';
 import { decodeConnack, decodeConnect } from '../src/mqtt/packets.ts';
 import { newTcpInfoSample } from '../src/liveness/tcp-options.ts';
+import { FleetPrior } from '../src/liveness/link-estimate.ts';
 import type { SuspectEvent } from '../src/relay/events.ts';
 import { connectionHarness, type Harness, type HarnessOptions } from './helpers/connection-harness.ts';
 
@@ -500,4 +501,26 @@ t.test('keep-alive verdict waits for TCP evidence (fake TCP_INFO): a probe is as
   t.ok(outage.conn.isOpen, 'alive');
   outage.conn.end('shutdown', null);
   await closed(outage);
+});
+
+t.test('keep-alive watch on a clean-learnt fleet: keep-alive + 2 s passes during an outage without a busy loop', async (t) => {
+  const clean = (lastAckMs: number, segs: number) => ({ ...newTcpInfoSample(), rtoUs: 200_000, rttUs: 1_000, segsOut: segs, segsIn: segs, lastAckRecvMs: lastAckMs, lastDataRecvMs: lastAckMs });
+  const h = await session(4, 30, { tcpInfo: clean(100, 10), fleet: new FleetPrior(0.001) });
+  for (let s = 1; s <= 30; s++) {
+    h.tcpInfo = clean(500, 10 + s);
+    h.clock.advance(1_000);
+  }
+  t.ok(h.conn.liveness.keepAliveDeadAfterMs() <= 33_100, `a clean link: keep-alive + ${h.conn.liveness.keepAliveDeadAfterMs() - 30_000} ms`);
+  h.clock.advance(1_000); // 31 s: the probe is asked for
+  const readsBefore = h.tcpInfoReads;
+  for (let s = 32; s <= 40; s++) {
+    h.tcpInfo = { ...clean((s - 29) * 1_000, 41), segsOut: 41 + s - 31, probes: Math.min(2, s - 31) };
+    h.clock.advance(1_000);
+  }
+  await h.settle();
+  t.ok(h.conn.isOpen, 'link silent past keep-alive + 2 s: no keep-alive verdict');
+  const reads = h.tcpInfoReads - readsBefore;
+  t.ok(reads <= 30, `TCP_INFO read ${reads} times in 9 s of outage (a few a second, not a loop)`);
+  h.conn.end('shutdown', null);
+  await closed(h);
 });

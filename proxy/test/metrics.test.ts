@@ -68,6 +68,7 @@ t.test('every contract series exists from the start, at zero', async (t) => {
     'mqtt_liveness_connections_accepted_total{transport="ws"}',
     'mqtt_liveness_listener_refusals_total{transport="tcp",reason="proxy_header"}',
     'mqtt_liveness_listener_refusals_total{transport="ws",reason="bad_path"}',
+    'mqtt_liveness_keepalive_link_waits_total',
   ]) {
     t.equal(value(samples, key), 0, key);
   }

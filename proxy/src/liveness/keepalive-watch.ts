@@ -74,6 +74,8 @@ export class KeepAliveWatch {
   troubles = 0;
   /** No verdict before this (0: no trouble seen). */
   notBefore = 0;
+  /** The last judge found the evidence complete and waits only for keep-alive + grace (or notBefore). */
+  waitingForTime = false;
   /** An answer is overdue right now. */
   private troubleOpen = false;
   private baseSegsOut = 0;
@@ -98,6 +100,7 @@ export class KeepAliveWatch {
   /** The client spoke (or the connection ends). */
   stop(): void {
     this.since = -1;
+    this.waitingForTime = false;
     this.troubleOpen = false;
     this.notBefore = 0;
   }
@@ -106,6 +109,7 @@ export class KeepAliveWatch {
   judge(s: TcpInfoSample, now: number, t: KeepAliveTimes, link: WatchLink, probe: ProbeTiming): WatchDecision {
     const d = decision;
     d.dead = false;
+    this.waitingForTime = false;
     if (now >= t.capAt) {
       d.dead = true;
       d.nextAt = Infinity;
@@ -139,6 +143,7 @@ export class KeepAliveWatch {
       d.nextAt = Infinity;
       return d;
     }
+    this.waitingForTime = !owed && answered;
     const next = owed ? now + answerWaitMs : answered ? earliest : now + probe.intervalMs;
     d.nextAt = Math.min(Math.max(next, now + MIN_ANSWER_WAIT_MS), t.capAt);
     return d;

@@ -79,6 +79,11 @@ export function livenessMetrics(registers: Registry[], events: ProxyEvents, sour
       this.set(source.degraded());
     },
   });
+  const keepAliveLinkWaits = new Counter({
+    name: `${P}keepalive_link_waits_total`,
+    help: "Keep-alive verdicts put off because the client's link failed to answer after its PINGREQ was due (an outage, not a frozen client); each wait ends when the client speaks, at 1.5 x keep-alive at the latest.",
+    registers,
+  });
   // Counted from the proxy's start (the namespace's count before it is not the proxy's doing).
   const probesAtStart = kernelKeepAliveProbes() || 0;
   const keepAliveProbes = scrapedCounter({
@@ -94,8 +99,12 @@ export function livenessMetrics(registers: Registry[], events: ProxyEvents, sour
   const onSuspect = (e: SuspectEvent): void => {
     if (e.phase === 'start') suspects.inc({ kind: e.kind });
   };
+  const onLinkWait = (): void => {
+    keepAliveLinkWaits.inc();
+  };
   events.on('linkEstimate', onEstimate);
   events.on('suspect', onSuspect);
+  events.on('keepAliveLinkWait', onLinkWait);
   return {
     linkRtt,
     linkLoss,
@@ -104,9 +113,11 @@ export function livenessMetrics(registers: Registry[], events: ProxyEvents, sour
     heldVerdicts,
     localHealthDegraded,
     keepAliveProbes,
+    keepAliveLinkWaits,
     detach: () => {
       events.off('linkEstimate', onEstimate);
       events.off('suspect', onSuspect);
+      events.off('keepAliveLinkWait', onLinkWait);
     },
   };
 }

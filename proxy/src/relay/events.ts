@@ -101,6 +101,8 @@ export interface ProxyEventMap {
   localHealth: [LocalHealthEvent];
   /** A connection's link estimate was updated on its timer: smoothed RTT (s) and loss (upper bound of q). */
   linkEstimate: [rttSeconds: number, loss: number];
+  /** A late PINGREQ's keep-alive verdict is put off: the link failed to answer since it was due (keepalive-watch.ts). */
+  keepAliveLinkWait: [];
   frameError: [{ kind: string; code: string; direction: 'to_broker' | 'to_client' }];
 }
 

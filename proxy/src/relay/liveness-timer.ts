@@ -182,8 +182,9 @@ export class LivenessTimer {
   private nextWatchAt(): number {
     if (!this.gated) return Infinity;
     const t = this.keepAliveTimes();
-    // The estimate may have moved keep-alive + grace earlier since the watch planned its next look.
-    if (this.watch?.active) return Math.min(this.watchAt, Math.max(t.frozenAt, this.watch.notBefore));
+    const w = this.watch;
+    // Waiting only for time: the estimate may have moved keep-alive + grace earlier since the watch planned its next look.
+    if (w?.active) return w.waitingForTime ? Math.min(this.watchAt, Math.max(t.frozenAt, w.notBefore)) : this.watchAt;
     return solicitAt(t);
   }
 
@@ -213,7 +214,9 @@ export class LivenessTimer {
     const link = this.model.estimate!; // gated implies an estimate
     const kernel = this.model.kernelSettings();
     const probe = { idleMs: (this.solicited ? SOLICITED_IDLE_SECONDS : kernel.idleSeconds) * 1000, intervalMs: kernel.intervalSeconds * 1000 };
+    const troublesBefore = watch.troubles;
     const v = watch.judge(sample, now, this.keepAliveTimes(), link, probe);
+    if (troublesBefore === 0 && watch.troubles > 0) this.ctx.events.emit('keepAliveLinkWait');
     if (v.dead) {
       this.host.expire('keepalive_timeout', this.keepAliveDetail(now, true));
       return true;

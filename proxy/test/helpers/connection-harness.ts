@@ -25,6 +25,8 @@ export interface HarnessOptions {
   clientReads?: boolean;
   /** Fake TCP_INFO from the start (default: none, the TCP check is then off for the connection). */
   tcpInfo?: TcpInfoSample;
+  /** The proxy-wide fleet prior (default: a new one, as in a proxy just started). */
+  fleet?: FleetPrior;
 }
 
 export interface Harness {
@@ -50,6 +52,8 @@ export interface Harness {
   brokerSideDoneAtClose: boolean[];
   /** What the fake TCP_INFO says (null: not available); the Connection reads it on its timer. */
   tcpInfo: TcpInfoSample | null;
+  /** TCP_INFO reads so far. */
+  tcpInfoReads: number;
   /** Every TCP_KEEPIDLE the Connection set (a keep-alive watch asking for probes, then restoring). */
   probeIdleSets: number[];
   /** What the "is the broker still accepting?" check answers. */
@@ -85,13 +89,14 @@ export function connectionHarness(options: HarnessOptions = {}): Harness {
     events,
     connectUpstream: () => upstream,
     brokerAccepting: () => Promise.resolve(h.brokerAlive),
-    liveness: livenessContextOf(config, true, new FleetPrior(), null, null),
+    liveness: livenessContextOf(config, true, options.fleet ?? new FleetPrior(), null, null),
     applyTcpLiveness: () => {},
     setProbeIdle: (_transport, seconds) => {
       h.probeIdleSets.push(seconds);
       return h.tcpInfo !== null;
     },
     readTcpInfo: (_transport, into) => {
+      h.tcpInfoReads++;
       if (h.tcpInfo === null) return false;
       Object.assign(into, h.tcpInfo);
       return true;
@@ -109,6 +114,7 @@ export function connectionHarness(options: HarnessOptions = {}): Harness {
     brokerSideDoneAtClose: [] as boolean[],
     tcpInfo: options.tcpInfo ?? null,
     probeIdleSets: [] as number[],
+    tcpInfoReads: 0,
     brokerAlive: true,
     settle: async () => {
       for (let i = 0; i < 10; i++) await new Promise((r) => setImmediate(r));
