@@ -170,3 +170,26 @@ t.test('setTcpProbeTimers changes a live socket and reads back; the kernel\'s er
   t.equal(readRetransmitOptions(unconnected), null);
   unconnected.destroy();
 });
+
+t.test('lowering TCP_KEEPIDLE on a connection idle for longer sends a probe at once (what the keep-alive watch relies on)', async (t) => {
+  const [client] = await loopbackPair(t);
+  t.same(applyTcpLiveness(client, { idleSeconds: 60, intervalSeconds: 1, count: 5, userTimeoutMs: 0 }), { mode: 'native' });
+  await sleep(1_500); // idle 1.5 s: no probe yet (idle is 60 s)
+  const info = newTcpInfoSample();
+  readTcpInfo(client, info);
+  const base = { ...info };
+  t.ok(info.lastAckRecvMs >= 1_400, `no ACK for ${info.lastAckRecvMs} ms`);
+  const askedAt = performance.now();
+  t.equal(setTcpProbeTimers(client, { idleSeconds: 1 }), null);
+  await sleep(300);
+  readTcpInfo(client, info);
+  const sinceAsked = performance.now() - askedAt;
+  t.equal(info.segsOut - base.segsOut, 1, 'one keep-alive probe went out at once');
+  t.equal(info.segsIn - base.segsIn, 1, 'and was answered');
+  // After the request (last_ack_recv counts in jiffies: allow one tick).
+  t.ok(info.lastAckRecvMs <= sinceAsked + 10, `the answer is the latest ACK, ${info.lastAckRecvMs} ms ago, asked ${Math.round(sinceAsked)} ms ago`);
+  t.equal(setTcpProbeTimers(client, { idleSeconds: 60 }), null, 'restored');
+  await sleep(1_500);
+  readTcpInfo(client, info);
+  t.equal(info.segsOut - base.segsOut, 1, 'no further probe once the idle is back at 60 s');
+});

@@ -242,3 +242,16 @@ t.test('close gives a hold back', (t) => {
   t.equal(health.heldNow, 0);
   t.end();
 });
+
+t.test('probeIdleMs: while a keep-alive watch has the kernel probe 1 s after the last ACK, silence is owed from then', (t) => {
+  const check = new TcpSilenceCheck(null);
+  const th = thresholds(); // idle 5 s, 3 probes
+  check.probeIdleMs = 1_000;
+  t.equal(check.check(idleSample(0, 0, 0), 0, th, 0).nextCheckAt, 2_000, 'nothing owed: look one interval after the first probe (1 s + 1 s)');
+  let v = check.check(idleSample(2_000, 0, 2), 2_000, th, 0);
+  t.equal(v.state, 'suspect', 'first probe at 1 s unanswered');
+  t.equal(check.suspectSince, 2_000);
+  v = check.check(idleSample(4_000, 0, 3), 4_000, th, 0);
+  t.equal(v.state, 'dead', 'dead at 1 + 3 x 1 s: the same n, counted from the probes the kernel really sent');
+  t.end();
+});
