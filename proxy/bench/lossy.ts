@@ -221,6 +221,7 @@ for (const r of results) {
   for (const c of r.cells) {
     if (c.verdictSamples.length) console.log(`  ${c.system}: max ${c.maxVerdictsPerSecond} verdicts in one second; e.g. ${c.verdictSamples.slice(0, 2).join('; ')}`);
     if (c.errors.length) console.log(`  ${c.system} errors: ${c.errors.slice(0, 3).join(' | ')}`);
+    if (c.keepAliveLinkWaits) console.log(`  ${c.system}: ${c.keepAliveLinkWaits} keep-alive verdicts put off because the link did not answer after the PINGREQ was due (the keep-alive watch)`);
     const n = c.newcomers;
     if (n) console.log(`  ${c.system}: newcomers on a ${n.lossPercent} % link: ${n.falseDeaths} false deaths in ${n.connections} connections${n.samples.length ? `; e.g. ${n.samples.slice(0, 2).join('; ')}` : ''}`);
   }

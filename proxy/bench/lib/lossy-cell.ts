@@ -94,6 +94,8 @@ export interface CellResult {
   newcomers?: NewcomerResult;
   /** TCP keep-alive probes the server side sent (TcpExt.TCPKeepAlive) per hour of an idle connection (healthy idle + pulled clients before their Will). */
   probes: { keepAliveProbes: number; idleClients: number; idleClientHours: number; perIdleClientHour: number };
+  /** The proxy only: keep-alive verdicts the keep-alive watch put off because the link failed to answer. */
+  keepAliveLinkWaits?: number;
   errors: string[];
 }
 
@@ -383,9 +385,17 @@ export class Cell {
   }
 
   /** End the measurement (Wills and verdicts after this are teardown, not false deaths) and collect the result. */
+  /** One unlabelled series of the proxy's /metrics (its admin listens on the server namespace's loopback); NaN if absent. */
+  async proxyMetric(name: string): Promise<number> {
+    const text = await this.server.run(process.execPath, ['-e', "fetch('http://127.0.0.1:9464/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))"]).catch(() => '');
+    const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+    return line === undefined ? NaN : Number(line.slice(name.length + 1));
+  }
+
   async finish(): Promise<CellResult> {
     this.measureEnd = Date.now();
     const probesAtEnd = (await this.server.tcpCounters().catch((): Record<string, number> => ({})))['TcpExt.TCPKeepAlive'] ?? NaN;
+    const keepAliveLinkWaits = this.options.system === 'proxy' ? await this.proxyMetric('mqtt_liveness_keepalive_link_waits_total') : undefined;
     await sleep(300); // Wills stamped before the end may still be in the observer's pipe
     const s = this.options.system;
     const deaths = this.falseDeaths();
@@ -427,6 +437,7 @@ export class Cell {
       clientSideReconnects: this.reconnects,
       pulled: [...this.pulls],
       probes: { keepAliveProbes: probes, idleClients: idle, idleClientHours: idleHours, perIdleClientHour: idleHours > 0 ? probes / idleHours : NaN },
+      keepAliveLinkWaits,
       errors: [...this.errors],
     };
   }
