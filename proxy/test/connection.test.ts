@@ -524,3 +524,31 @@ t.test('keep-alive watch on a clean-learnt fleet: keep-alive + 2 s passes during
   h.conn.end('shutdown', null);
   await closed(h);
 });
+
+t.test('keep-alive watch: after a PINGREQ that came late, the next watch starts as early as the client\'s own clock', async (t) => {
+  const clean = (lastAckMs: number, segs: number) => ({ ...newTcpInfoSample(), rtoUs: 200_000, rttUs: 1_000, segsOut: segs, segsIn: segs, lastAckRecvMs: lastAckMs, lastDataRecvMs: lastAckMs });
+  const h = await session(4, 30, { tcpInfo: clean(100, 10), fleet: new FleetPrior(0.001) });
+  h.clock.advance(31_000);
+  t.same(h.probeIdleSets, [1], 'the PINGREQ is late: a probe asked for at due + 1 s');
+  // The link was out: the PINGREQ the client sent at 30 s arrives, retransmitted, at 35 s.
+  for (let s = 32; s <= 34; s++) {
+    h.tcpInfo = { ...clean((s - 29) * 1_000, 10), segsOut: 10 + s - 31, probes: s - 31 };
+    h.clock.advance(1_000);
+  }
+  h.tcpInfo = clean(5, 14);
+  h.clock.advance(1_000);
+  h.client.write(PINGREQ);
+  await h.settle();
+  t.ok(h.conn.isOpen);
+  t.equal(h.probeIdleSets.length, 2, 'restored when it came');
+  // The client timed its next PINGREQ from 30 s (its send), not from 35 s (our receipt): due at 60 s, not 65 s.
+  const start = h.clock.now() - 35_000; // the clock time of the CONNACK
+  h.clock.advance(start + 60_999 - h.clock.now());
+  t.equal(h.probeIdleSets.length, 2, 'nothing asked before 61 s');
+  h.clock.advance(1);
+  t.equal(h.probeIdleSets.length, 3, 'a probe asked for at 61 s: the client\'s due time + 1 s');
+  h.client.write(PINGREQ);
+  await h.settle();
+  h.conn.end('shutdown', null);
+  await closed(h);
+});

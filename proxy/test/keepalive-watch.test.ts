@@ -20,7 +20,7 @@ function idle(segsOut: number, segsIn: number, lastAckMs: number, probes = 0): T
 
 function started(at: number, s: TcpInfoSample): KeepAliveWatch {
   const w = new KeepAliveWatch();
-  w.start(s, at);
+  w.start(s, at, TIMES, LINK, -1);
   t.equal(w.active, true);
   return w;
 }
@@ -117,7 +117,7 @@ t.test('stop: the next silence starts afresh', async (t) => {
   w.stop();
   t.equal(w.active, false);
   t.equal(w.notBefore, 0);
-  w.start(idle(20, 20, 0), 61_000);
+  w.start(idle(20, 20, 0), 61_000, { dueAt: 60_000, frozenAt: 62_000, capAt: 75_000, baseGraceMs: 2_000 }, LINK, -1);
   t.equal(w.troubles, 0);
 });
 
@@ -129,7 +129,7 @@ t.test('never dead before keep-alive + grace, never alive after the cap (random 
   let badNext = 0;
   for (let i = 0; i < 2_000; i++) {
     const w = new KeepAliveWatch();
-    w.start(idle(10, 10, 1_000), 31_000);
+    w.start(idle(10, 10, 1_000), 31_000, TIMES, LINK, -1);
     let out = 10;
     let inn = 10;
     for (let now = 31_000; now <= 46_000; now += 250 + Math.floor(rnd() * 1_000)) {
@@ -146,4 +146,19 @@ t.test('never dead before keep-alive + grace, never alive after the cap (random 
   t.equal(early, 0, 'no verdict before keep-alive + grace');
   t.equal(late, 0, 'none outlived the cap');
   t.equal(badNext, 0, 'the next look is always ahead and within the cap');
+});
+
+t.test('a loss the link estimate committed just before the watch began counts as link trouble', async (t) => {
+  const w = new KeepAliveWatch();
+  // Committed at 30.8 s: the PINGREQ sent at 30 s may have been lost then; its retransmission comes by 31.8 s + RTO.
+  w.start(idle(10, 10, 2_500), 31_000, TIMES, LINK, 30_800);
+  t.equal(w.troubles, 1);
+  t.equal(w.notBefore, 30_800 + 800 + 200 + 1 + 2_000);
+  const d = w.judge(idle(11, 11, 5), 32_000, TIMES, LINK, PROBE);
+  t.same({ ...d }, { dead: false, nextAt: w.notBefore }, 'answered, but the verdict waits for the retransmission');
+  t.equal(w.judge(idle(13, 13, 5), w.notBefore, TIMES, LINK, PROBE).dead, true);
+  const old = new KeepAliveWatch();
+  old.start(idle(10, 10, 2_500), 31_000, TIMES, LINK, 10_000);
+  t.equal(old.troubles, 0, 'a loss long before the due time holds nothing up');
+  t.equal(old.notBefore, 0);
 });

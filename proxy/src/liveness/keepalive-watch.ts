@@ -70,6 +70,8 @@ const decision: WatchDecision = { dead: false, nextAt: Infinity };
 export class KeepAliveWatch {
   /** When the probe was asked for (-1: not watching). */
   since = -1;
+  /** The due time of the PINGREQ being watched. */
+  dueAt = 0;
   /** Episodes of link trouble seen since (for the verdict's detail). */
   troubles = 0;
   /** No verdict before this (0: no trouble seen). */
@@ -88,13 +90,25 @@ export class KeepAliveWatch {
     return this.since >= 0;
   }
 
-  /** The probe is being asked for now; `s` is the sample taken just before. */
-  start(s: TcpInfoSample, now: number): void {
+  /**
+   * The probe is being asked for now; `s` is the sample taken just before. lastLossAt: when the
+   * link estimate last committed a lost round (-1: never); a loss that may have held up the
+   * PINGREQ before the watch began counts as link trouble that ended then.
+   */
+  start(s: TcpInfoSample, now: number, t: KeepAliveTimes, link: WatchLink, lastLossAt: number): void {
     this.since = now;
+    this.dueAt = t.dueAt;
     this.troubles = 0;
     this.notBefore = 0;
     this.troubleOpen = false;
     this.rebase(s);
+    if (lastLossAt >= 0) {
+      const wait = this.retransmissionWait(lastLossAt, t, link);
+      if (wait > t.frozenAt) {
+        this.troubles++;
+        this.notBefore = wait;
+      }
+    }
   }
 
   /** The client spoke (or the connection ends). */
@@ -131,9 +145,7 @@ export class KeepAliveWatch {
       if (!this.troubleOpen) this.troubles++;
       this.troubleOpen = false;
       this.rebase(s);
-      // The link answers again by now: a PINGREQ sent at the due time is retransmitted by
-      // due + 2 (now - due) + RTO, and the client may have sent it up to a base grace early.
-      this.notBefore = Math.max(this.notBefore, now + (now - t.dueAt) + link.rtoMs + link.srttMs + t.baseGraceMs);
+      this.notBefore = Math.max(this.notBefore, this.retransmissionWait(now, t, link));
     }
     const earliest = Math.max(t.frozenAt, this.notBefore);
     // An ACK after the request, or a zero window (the peer's kernel answers; its reader is stuck).
@@ -147,6 +159,14 @@ export class KeepAliveWatch {
     const next = owed ? now + answerWaitMs : answered ? earliest : now + probe.intervalMs;
     d.nextAt = Math.min(Math.max(next, now + MIN_ANSWER_WAIT_MS), t.capAt);
     return d;
+  }
+
+  /**
+   * The link answers again by `end`: a PINGREQ sent at the due time is retransmitted by
+   * due + 2 (end - due) + RTO, and the client may have sent it up to a base grace early.
+   */
+  private retransmissionWait(end: number, t: KeepAliveTimes, link: WatchLink): number {
+    return end + (end - t.dueAt) + link.rtoMs + link.srttMs + t.baseGraceMs;
   }
 
   /**

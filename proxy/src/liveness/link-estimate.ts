@@ -128,6 +128,8 @@ export class LinkEstimate {
   /** Samples seen, and samples whose evidence was committed. */
   samples = 0;
   commits = 0;
+  /** When the last commit with a lost round was made (-1: none): the loss came before it (keepalive-watch.ts). */
+  lastLossAt = -1;
 
   // Counters at the last commit.
   private baseAt = -1;
@@ -205,6 +207,7 @@ export class LinkEstimate {
       this.dataSegsPerHour += w * (rate - this.dataSegsPerHour);
     }
     this.commits++;
+    if (failures > 0) this.lastLossAt = now;
     this.rebase(s, now);
     const share = this.trials >= this.fleet.minTrials ? this.failures / this.trials : NaN;
     if (!(Number.isNaN(share) && Number.isNaN(this.fleetShare)) && share !== this.fleetShare) {

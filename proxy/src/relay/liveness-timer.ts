@@ -58,6 +58,13 @@ export class LivenessTimer {
   private watchAt = Infinity;
   /** TCP_KEEPIDLE was lowered for the watch and must be restored. */
   private solicited = false;
+  /**
+   * The client's keep-alive clock runs ahead of ours by this much: its last watched packet came
+   * this late, and a client times its next PINGREQ from when it sent, not from when we received.
+   * Holds while that packet is the last one received (leadFrom); any later byte resynchronises.
+   */
+  private clientLeadMs = 0;
+  private leadFrom = -1;
   private readonly fired = this.onTimer.bind(this);
 
   constructor(
@@ -109,7 +116,7 @@ export class LivenessTimer {
       this.emitSuspect('keepalive', 'end', now, false);
       this.keepAliveSuspectSince = -1;
     }
-    this.endWatch();
+    this.endWatch(now);
     this.keepAliveWatched = false;
   }
 
@@ -191,7 +198,7 @@ export class LivenessTimer {
   private keepAliveTimes(): KeepAliveTimes {
     const d = this.deadlines;
     const kaMs = this.keepAliveSeconds * 1000;
-    times.dueAt = d.lastClientActivity + kaMs;
+    times.dueAt = d.lastClientActivity + kaMs - (d.lastClientActivity === this.leadFrom ? this.clientLeadMs : 0);
     times.frozenAt = d.lastClientActivity + this.frozenAfterMs;
     times.capAt = d.lastClientActivity + d.keepAliveDeadMs;
     times.baseGraceMs = d.allowedSilenceMs - kaMs;
@@ -206,7 +213,7 @@ export class LivenessTimer {
     let watch = this.watch;
     if (watch === null) watch = this.watch = new KeepAliveWatch();
     if (!watch.active) {
-      watch.start(sample, now);
+      watch.start(sample, now, this.keepAliveTimes(), this.model.estimate!, this.model.estimate!.lastLossAt);
       this.keepAliveWatched = true;
       this.solicited = this.ctx.setProbeIdle(this.transport, SOLICITED_IDLE_SECONDS);
       if (this.solicited) this.model.silence.probeIdleMs = SOLICITED_IDLE_SECONDS * 1000;
@@ -225,9 +232,11 @@ export class LivenessTimer {
     return false;
   }
 
-  /** The client spoke: the kernel probes at its own idle again. */
-  private endWatch(): void {
+  /** The client spoke at `now`: the kernel probes at its own idle again. */
+  private endWatch(now: number): void {
     if (this.watch === null || !this.watch.active) return;
+    this.clientLeadMs = Math.min(Math.max(0, now - this.watch.dueAt), this.keepAliveSeconds * 500);
+    this.leadFrom = now;
     this.watch.stop();
     this.watchAt = Infinity;
     if (this.solicited) {
