@@ -30,7 +30,7 @@ const JIFFY_MS = 10;
 
 /** One connection's keep-alive timing, absolute Clock ms. */
 export interface KeepAliveTimes {
-  /** Last byte from the client + keep-alive: when the PINGREQ is due. */
+  /** When the PINGREQ is due: last byte from the client + keep-alive (earlier when the client's clock leads ours). */
   dueAt: number;
   /** Due + the adaptive grace: the earliest verdict, reached on a clean link. */
   frozenAt: number;
