@@ -11,7 +11,7 @@ import { evaluate, newDeadlineState, type DeadlineState } from '../liveness/dead
 import type { Reason } from '../liveness/reasons.ts';
 import { newTcpInfoSample } from '../liveness/tcp-options.ts';
 import { keepAliveGrace, type Thresholds } from '../liveness/verdict-budget.ts';
-import { KeepAliveWatch, SOLICITED_IDLE_SECONDS, solicitAt, type KeepAliveTimes } from '../liveness/keepalive-watch.ts';
+import { KeepAliveWatch, SOLICITED_IDLE_SECONDS, solicitAt, type KeepAliveTimes, type ProbeTiming } from '../liveness/keepalive-watch.ts';
 import type { KeepAlivePolicy } from '../config/types.ts';
 import type { ConnectionContext } from './connection-context.ts';
 import type { ConnectionFacts, SuspectKind } from './events.ts';
@@ -29,8 +29,9 @@ export interface TimerHost {
 
 // One sample for every connection: read and judged synchronously, never kept.
 const sample = newTcpInfoSample();
-// Likewise the keep-alive times handed to a watch.
+// Likewise the keep-alive times and probe timing handed to a watch.
 const times: KeepAliveTimes = { dueAt: 0, frozenAt: 0, capAt: 0, baseGraceMs: 0 };
+const probeTiming: ProbeTiming = { idleMs: 0, intervalMs: 0 };
 
 export class LivenessTimer {
   readonly deadlines: DeadlineState;
@@ -212,17 +213,18 @@ export class LivenessTimer {
   private watchKeepAlive(now: number): boolean {
     let watch = this.watch;
     if (watch === null) watch = this.watch = new KeepAliveWatch();
+    const link = this.model.estimate!; // gated implies an estimate
+    const troublesBefore = watch.active ? watch.troubles : 0;
     if (!watch.active) {
-      watch.start(sample, now, this.keepAliveTimes(), this.model.estimate!, this.model.estimate!.lastLossAt);
+      watch.start(sample, now, this.keepAliveTimes(), link, link.lastLossAt);
       this.keepAliveWatched = true;
       this.solicited = this.ctx.setProbeIdle(this.transport, SOLICITED_IDLE_SECONDS);
       if (this.solicited) this.model.silence.probeIdleMs = SOLICITED_IDLE_SECONDS * 1000;
     }
-    const link = this.model.estimate!; // gated implies an estimate
     const kernel = this.model.kernelSettings();
-    const probe = { idleMs: (this.solicited ? SOLICITED_IDLE_SECONDS : kernel.idleSeconds) * 1000, intervalMs: kernel.intervalSeconds * 1000 };
-    const troublesBefore = watch.troubles;
-    const v = watch.judge(sample, now, this.keepAliveTimes(), link, probe);
+    probeTiming.idleMs = (this.solicited ? SOLICITED_IDLE_SECONDS : kernel.idleSeconds) * 1000;
+    probeTiming.intervalMs = kernel.intervalSeconds * 1000;
+    const v = watch.judge(sample, now, this.keepAliveTimes(), link, probeTiming);
     if (troublesBefore === 0 && watch.troubles > 0) this.ctx.events.emit('keepAliveLinkWait');
     if (v.dead) {
       this.host.expire('keepalive_timeout', this.keepAliveDetail(now, true));
@@ -303,7 +305,8 @@ export class LivenessTimer {
     const w = this.watch;
     if (!this.gated || w === null || !w.active) return `${head}, dead after ${Math.round(this.keepAliveDeadAfterMs())} ms`;
     const answered = fresh ? `, TCP answered ${Math.round(sample.lastAckRecvMs)} ms ago` : '';
-    const trouble = w.troubles > 0 ? `, link trouble ${w.troubles}x since the PINGREQ was due (waited for its retransmission until ${Math.round(w.notBefore - d.lastClientActivity)} ms)` : '';
+    const waited = w.notBefore > 0 ? ` (waited for its retransmission until ${Math.round(w.notBefore - d.lastClientActivity)} ms)` : '';
+    const trouble = w.troubles > 0 ? `, link trouble ${w.troubles}x since the PINGREQ was due${waited}` : '';
     const cap = now >= d.lastClientActivity + d.keepAliveDeadMs ? ', at the 1.5 x keep-alive cap' : '';
     return `${head}, dead after ${Math.round(this.keepAliveDeadAfterMs())} ms${answered}${trouble}${cap}`;
   }
