@@ -452,10 +452,12 @@ t.test('maxConnectSize: a CONNECT above it closes with protocol_error; later pac
   t.ok(ok.toBroker().length > 5000);
 });
 
+/** An idle connection on a clean link (fake TCP_INFO): the last ACK `lastAckMs` ago, every segment out answered. */
+const cleanIdle = (lastAckMs: number, segs: number) => ({ ...newTcpInfoSample(), rtoUs: 200_000, rttUs: 1_000, segsOut: segs, segsIn: segs, lastAckRecvMs: lastAckMs, lastDataRecvMs: lastAckMs });
+
 t.test('keep-alive verdict waits for TCP evidence (fake TCP_INFO): a probe is asked for once the PINGREQ is late', async (t) => {
   // Idle and clean: a natural keep-alive probe answered 100 ms ago, counters balanced.
-  const clean = (lastAckMs: number, segs: number) => ({ ...newTcpInfoSample(), rtoUs: 200_000, rttUs: 1_000, segsOut: segs, segsIn: segs, lastAckRecvMs: lastAckMs, lastDataRecvMs: lastAckMs });
-  const frozen = await session(4, 30, { tcpInfo: clean(100, 10) });
+  const frozen = await session(4, 30, { tcpInfo: cleanIdle(100, 10) });
   const deadAfter = frozen.conn.liveness.keepAliveDeadAfterMs();
   t.ok(deadAfter >= 32_000 && deadAfter <= 45_000, `keep-alive + adaptive grace: ${deadAfter} ms (a new proxy's prior is cautious)`);
   frozen.clock.advance(30_999);
@@ -464,7 +466,7 @@ t.test('keep-alive verdict waits for TCP evidence (fake TCP_INFO): a probe is as
   t.same(frozen.probeIdleSets, [1], 'TCP_KEEPIDLE 1 s: the kernel probes now');
   let segs = 11;
   for (let now = 31_000; now < 46_000 && frozen.closes.length === 0; now += 250) {
-    frozen.tcpInfo = clean(5, segs++); // every probe answered
+    frozen.tcpInfo = cleanIdle(5, segs++); // every probe answered
     frozen.clock.advance(250);
     await frozen.settle();
   }
@@ -477,16 +479,16 @@ t.test('keep-alive verdict waits for TCP evidence (fake TCP_INFO): a probe is as
 
   // The same silence behind an outage over the due time: no verdict while the link is silent, none until
   // the retransmitted PINGREQ had time; it comes, and the connection lives on.
-  const outage = await session(4, 30, { tcpInfo: clean(100, 10) });
+  const outage = await session(4, 30, { tcpInfo: cleanIdle(100, 10) });
   outage.clock.advance(31_000);
   for (let s = 32; s <= 39; s++) {
-    outage.tcpInfo = { ...clean((s - 29) * 1_000, 10), segsOut: 10 + s - 31, probes: Math.min(2, s - 31) };
+    outage.tcpInfo = { ...cleanIdle((s - 29) * 1_000, 10), segsOut: 10 + s - 31, probes: Math.min(2, s - 31) };
     outage.clock.advance(1_000);
   }
   await outage.settle();
   t.ok(outage.conn.isOpen, 'the link silent for 10 s past the due time: no keep-alive verdict (the TCP check judges such silence)');
   t.ok(outage.conn.liveness.keepAliveSuspectSince > 0, 'keep-alive suspect');
-  outage.tcpInfo = clean(1, 20); // the link answers again at 40 s
+  outage.tcpInfo = cleanIdle(1, 20); // the link answers again at 40 s
   outage.clock.advance(1_000);
   await outage.settle();
   t.ok(outage.conn.isOpen, 'the link is back: time for the PINGREQ\'s retransmission');
@@ -504,17 +506,16 @@ t.test('keep-alive verdict waits for TCP evidence (fake TCP_INFO): a probe is as
 });
 
 t.test('keep-alive watch on a clean-learnt fleet: keep-alive + 2 s passes during an outage without a busy loop', async (t) => {
-  const clean = (lastAckMs: number, segs: number) => ({ ...newTcpInfoSample(), rtoUs: 200_000, rttUs: 1_000, segsOut: segs, segsIn: segs, lastAckRecvMs: lastAckMs, lastDataRecvMs: lastAckMs });
-  const h = await session(4, 30, { tcpInfo: clean(100, 10), fleet: new FleetPrior(0.001) });
+  const h = await session(4, 30, { tcpInfo: cleanIdle(100, 10), fleet: new FleetPrior(0.001) });
   for (let s = 1; s <= 30; s++) {
-    h.tcpInfo = clean(500, 10 + s);
+    h.tcpInfo = cleanIdle(500, 10 + s);
     h.clock.advance(1_000);
   }
   t.ok(h.conn.liveness.keepAliveDeadAfterMs() <= 33_100, `a clean link: keep-alive + ${h.conn.liveness.keepAliveDeadAfterMs() - 30_000} ms`);
   h.clock.advance(1_000); // 31 s: the probe is asked for
   const readsBefore = h.tcpInfoReads;
   for (let s = 32; s <= 40; s++) {
-    h.tcpInfo = { ...clean((s - 29) * 1_000, 41), segsOut: 41 + s - 31, probes: Math.min(2, s - 31) };
+    h.tcpInfo = { ...cleanIdle((s - 29) * 1_000, 41), segsOut: 41 + s - 31, probes: Math.min(2, s - 31) };
     h.clock.advance(1_000);
   }
   await h.settle();
@@ -526,16 +527,15 @@ t.test('keep-alive watch on a clean-learnt fleet: keep-alive + 2 s passes during
 });
 
 t.test('keep-alive watch: after a PINGREQ that came late, the next watch starts as early as the client\'s own clock', async (t) => {
-  const clean = (lastAckMs: number, segs: number) => ({ ...newTcpInfoSample(), rtoUs: 200_000, rttUs: 1_000, segsOut: segs, segsIn: segs, lastAckRecvMs: lastAckMs, lastDataRecvMs: lastAckMs });
-  const h = await session(4, 30, { tcpInfo: clean(100, 10), fleet: new FleetPrior(0.001) });
+  const h = await session(4, 30, { tcpInfo: cleanIdle(100, 10), fleet: new FleetPrior(0.001) });
   h.clock.advance(31_000);
   t.same(h.probeIdleSets, [1], 'the PINGREQ is late: a probe asked for at due + 1 s');
   // The link was out: the PINGREQ the client sent at 30 s arrives, retransmitted, at 35 s.
   for (let s = 32; s <= 34; s++) {
-    h.tcpInfo = { ...clean((s - 29) * 1_000, 10), segsOut: 10 + s - 31, probes: s - 31 };
+    h.tcpInfo = { ...cleanIdle((s - 29) * 1_000, 10), segsOut: 10 + s - 31, probes: s - 31 };
     h.clock.advance(1_000);
   }
-  h.tcpInfo = clean(5, 14);
+  h.tcpInfo = cleanIdle(5, 14);
   h.clock.advance(1_000);
   h.client.write(PINGREQ);
   await h.settle();

@@ -57,17 +57,24 @@ lossy.catch(() => {});
 // PINGREQs of the keep-alive-30 clients; 59.5 s those of every client.
 const OUTAGES_S = [19.75, 29.5, 59.5];
 const OUTAGE_MS = 3_500;
-const outages = scenario('tob', 0, 20, false, async (cell) => {
-  const t0 = cell.medianConnectAt;
-  const done: Array<{ atS: number; ms: number }> = [];
-  for (const at of OUTAGES_S) {
-    await sleep(t0 + at * 1000 - Date.now());
+
+/** Cut every link of the cell for `ms` at t0 + atS, one outage after the other; what was done, from t0. */
+async function cutLinks(cell: Cell, t0: number, plan: ReadonlyArray<{ atS: number; ms: number }>): Promise<Array<{ atS: number; ms: number; planned: number }>> {
+  const done: Array<{ atS: number; ms: number; planned: number }> = [];
+  for (const { atS, ms } of plan) {
+    await sleep(t0 + atS * 1000 - Date.now());
     const began = Date.now();
     await Promise.all(cell.links.map((l) => l.setCut('outage', true)));
-    await sleep(OUTAGE_MS - (Date.now() - began));
+    await sleep(ms - (Date.now() - began));
     await Promise.all(cell.links.map((l) => l.setCut('outage', false)));
-    done.push({ atS: (began - t0) / 1000, ms: Date.now() - began });
+    done.push({ atS: (began - t0) / 1000, ms: Date.now() - began, planned: ms });
   }
+  return done;
+}
+
+const outages = scenario('tob', 0, 20, false, async (cell) => {
+  const t0 = cell.medianConnectAt;
+  const done = await cutLinks(cell, t0, OUTAGES_S.map((atS) => ({ atS, ms: OUTAGE_MS })));
   // Long enough for any verdict the last outage provokes (keep-alive 60 + grace) to show.
   await sleep(t0 + 75_000 - Date.now());
   return { result: await cell.finish(), done };
@@ -83,15 +90,7 @@ outages.catch(() => {});
 const PINGREQ_OUTAGES = [{ atS: 29, ms: 4_500 }, { atS: 59, ms: 4_500 }];
 const pingOutages = scenario('toc', 0, 20, false, async (cell) => {
   const t0 = cell.medianConnectAt;
-  const done: Array<{ atS: number; ms: number; planned: number }> = [];
-  for (const { atS, ms } of PINGREQ_OUTAGES) {
-    await sleep(t0 + atS * 1000 - Date.now());
-    const began = Date.now();
-    await Promise.all(cell.links.map((l) => l.setCut('outage', true)));
-    await sleep(ms - (Date.now() - began));
-    await Promise.all(cell.links.map((l) => l.setCut('outage', false)));
-    done.push({ atS: (began - t0) / 1000, ms: Date.now() - began, planned: ms });
-  }
+  const done = await cutLinks(cell, t0, PINGREQ_OUTAGES);
   await sleep(t0 + 100_000 - Date.now());
   const result = await cell.finish();
   return { result, done, linkWaits: result.keepAliveLinkWaits ?? NaN };

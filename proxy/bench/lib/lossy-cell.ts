@@ -384,7 +384,6 @@ export class Cell {
     if (to > from) this.pulledIdleMs += to - from;
   }
 
-  /** End the measurement (Wills and verdicts after this are teardown, not false deaths) and collect the result. */
   /** One unlabelled series of the proxy's /metrics (its admin listens on the server namespace's loopback); NaN if absent. */
   async proxyMetric(name: string): Promise<number> {
     const text = await this.server.run(process.execPath, ['-e', "fetch('http://127.0.0.1:9464/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))"]).catch(() => '');
@@ -392,6 +391,7 @@ export class Cell {
     return line === undefined ? NaN : Number(line.slice(name.length + 1));
   }
 
+  /** End the measurement (Wills and verdicts after this are teardown, not false deaths) and collect the result. */
   async finish(): Promise<CellResult> {
     this.measureEnd = Date.now();
     const probesAtEnd = (await this.server.tcpCounters().catch((): Record<string, number> => ({})))['TcpExt.TCPKeepAlive'] ?? NaN;

@@ -38,7 +38,10 @@ export class LivenessTimer {
   readonly model: ConnectionLiveness;
   /** Keep-alive silence beyond KA + base grace: since when (-1: not suspect). */
   keepAliveSuspectSince = -1;
-  /** A late PINGREQ is being watched or the keep-alive is suspect: the client's next byte ends it (clientSpoke). */
+  /**
+   * A late PINGREQ is being watched or the keep-alive is suspect: the client's next byte ends it
+   * (clientSpoke). Derivable from those two, but kept as one flag: it is read on every chunk.
+   */
   keepAliveWatched = false;
   private timer: Timer | null = null;
   private timerAt = Infinity;
