@@ -3,9 +3,10 @@
  *
  * It finds exact frame boundaries however TCP splits or joins the bytes, and
  * passes bytes through as sub-arrays of the chunks it was given (no copy of
- * PUBLISH payloads). Only frames the handler asks to hold (CONNECT, CONNACK,
- * PINGRESP...) are collected whole, so they can be decoded, rewritten or
- * dropped. Pure: no I/O, no timers.
+ * PUBLISH payloads), during push() only. Only frames the handler asks to hold
+ * (CONNECT, CONNACK, PINGRESP...) are collected whole, into memory of their own,
+ * so they can be decoded, rewritten or dropped. A chunk's memory may be reused
+ * once push() returns. Pure: no I/O, no timers.
  */
 import { FrameError } from './errors.ts';
 
@@ -130,9 +131,11 @@ export class Framer {
           // HOLD
           this.flush(chunk, spanStart, frameStart);
           if (!carried && i + this.remainingLength <= n) {
-            // Whole frame inside this chunk: hand over a view, no copy.
+            // Whole frame inside this chunk: a copy of it (held frames are few and small),
+            // because the chunk's memory is reused once push() returns (relay/read-buffers.ts)
+            // and the handler may keep what it decodes.
             const end = i + this.remainingLength;
-            const out = handler.onHeld(chunk.subarray(frameStart, end), this.type);
+            const out = handler.onHeld(Buffer.from(chunk.subarray(frameStart, end)), this.type);
             if (out !== null) handler.emit(out);
             i = end;
             spanStart = i;

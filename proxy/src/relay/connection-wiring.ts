@@ -8,23 +8,28 @@
 import type { Duplex } from 'node:stream';
 import type { FrameHandler, HeaderDecision } from '../mqtt/framer.ts';
 import type { Connection } from './connection.ts';
+import { readPooled, type ReadSink } from './read-buffers.ts';
 
 const kOwner = Symbol('mqtt-liveness-proxy.connection');
 type Owned = Duplex & { [kOwner]: Connection };
 const ownerOf = (stream: Duplex): Connection => (stream as Owned)[kOwner];
 
-/** Mark both streams as the connection's and add the shared listeners. */
-export function wireStreams(conn: Connection, client: Duplex, upstream: Duplex): void {
+/**
+ * Mark both streams as the connection's and add the shared listeners. A plain
+ * TCP socket's bytes come through reused read buffers (read-buffers.ts) to its
+ * side's onBytes; any other stream's through 'data'.
+ */
+export function wireStreams(conn: Connection, client: Duplex, upstream: Duplex, clientSide: ClientSide, brokerSide: BrokerSide): void {
   (client as Owned)[kOwner] = conn;
   (upstream as Owned)[kOwner] = conn;
-  client.on('data', onClientData);
+  if (!readPooled(client, upstream, clientSide)) client.on('data', onClientData);
   client.on('end', onClientEnd);
   client.on('error', onClientError);
   client.on('close', onStreamClose);
   client.on('drain', onClientDrain);
 
   upstream.on('connect', onUpstreamConnect);
-  upstream.on('data', onBrokerData);
+  if (!readPooled(upstream, client, brokerSide)) upstream.on('data', onBrokerData);
   upstream.on('end', onBrokerEnd);
   upstream.on('error', onUpstreamError);
   upstream.on('close', onStreamClose);
@@ -32,8 +37,12 @@ export function wireStreams(conn: Connection, client: Duplex, upstream: Duplex):
 }
 
 /** The framer toward the broker: the client's bytes (one small object instead of three bound functions). */
-export class ClientSide implements FrameHandler {
+export class ClientSide implements FrameHandler, ReadSink {
   constructor(private readonly c: Connection) {}
+
+  onBytes(bytes: Buffer): void {
+    this.c.onClientData(bytes);
+  }
 
   onHeader(type: number): HeaderDecision {
     return this.c.clientHeader(type);
@@ -49,8 +58,12 @@ export class ClientSide implements FrameHandler {
 }
 
 /** The framer toward the client: the broker's bytes. */
-export class BrokerSide implements FrameHandler {
+export class BrokerSide implements FrameHandler, ReadSink {
   constructor(private readonly c: Connection) {}
+
+  onBytes(bytes: Buffer): void {
+    this.c.onBrokerData(bytes);
+  }
 
   onHeader(type: number): HeaderDecision {
     return this.c.brokerHeader(type);

@@ -1,7 +1,8 @@
 /**
  * One client connection and its one upstream connection to the broker.
  *
- * Bytes are relayed as they arrive (sub-arrays of the stream chunks); only the
+ * Bytes are relayed as they arrive (sub-arrays of the read buffers, which are
+ * reused once a read is handled: read-buffers.ts); only the
  * first CONNECT, the first CONNACK, PINGRESPs owed to injected PINGREQs and
  * broker DISCONNECTs are held and read. Every deadline shares one timer, and
  * every way a connection can end goes through end() or refuse().
@@ -17,7 +18,7 @@
  * and 'error' when it cannot connect.
  */
 import type { Duplex } from 'node:stream';
-import { Framer, HOLD, PASS, REJECT, PROTOCOL_MAX_FRAME, type FrameHandler, type HeaderDecision } from '../mqtt/framer.ts';
+import { Framer, HOLD, PASS, REJECT, PROTOCOL_MAX_FRAME, type HeaderDecision } from '../mqtt/framer.ts';
 import { CONNACK, CONNECT, DISCONNECT, PINGREQ, PINGRESP, PINGREQ_BYTES, disconnectReason, type ConnectInfo } from '../mqtt/packets.ts';
 import type { DeadlineState } from '../liveness/deadlines.ts';
 import type { Reason } from '../liveness/reasons.ts';
@@ -80,8 +81,8 @@ export class Connection {
   // streams' listeners are functions shared by every connection, which find
   // their connection through the stream (connection-wiring.ts). 21 bound functions cost ~1 KB
   // of heap per idle connection (BENCHMARKS.md, issue 13).
-  private readonly clientSide: FrameHandler = new ClientSide(this);
-  private readonly brokerSide: FrameHandler = new BrokerSide(this);
+  private readonly clientSide = new ClientSide(this);
+  private readonly brokerSide = new BrokerSide(this);
 
   constructor(transport: ClientTransport, ctx: ConnectionContext) {
     this.transport = transport;
@@ -105,7 +106,7 @@ export class Connection {
     }
     const upstream = (this.upstream = ctx.connectUpstream(this));
     this.ending = new ConnectionEnd(this, { ctx, client, upstream, toBroker: this.toBroker, toClient: this.toClient, liveness: this.liveness });
-    wireStreams(this, client, upstream);
+    wireStreams(this, client, upstream, this.clientSide, this.brokerSide);
     this.liveness.schedule(now);
   }
 
