@@ -10,7 +10,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { randomBytes } from 'node:crypto';
 import { PassThrough } from 'node:stream';
-import { DIRECT_MIN, READ_SIZE, isPooled, readBufferStats, readPooled } from '../src/relay/read-buffers.ts';
+import { DIRECT_MIN, PooledReader, READ_SIZE, isPooled, readBufferStats, readPooled } from '../src/relay/read-buffers.ts';
 import { startMosquitto } from './helpers/mosquitto.ts';
 import { startProxy } from './helpers/proxy.ts';
 import { connectClient, sleep } from './helpers/clients.ts';
@@ -39,12 +39,14 @@ async function relay(t: Test) {
   const receiver = await pair(t);
   const src = sender.far;
   const dest = receiver.near;
-  const ok = readPooled(src, dest, {
-    onBytes(bytes) {
+  const reader = new (class extends PooledReader {
+    onBytes(bytes: Buffer): void {
       if (!dest.write(bytes)) src.pause();
-    },
-  });
-  dest.on('drain', () => src.resume());
+    }
+  })();
+  const ok = readPooled(src, dest, reader);
+  dest.on('drain', () => { reader.reclaim(); src.resume(); });
+  src.on('close', () => reader.sourceClosed());
   return { ok, input: sender.near, src, dest, output: receiver.far };
 }
 
@@ -119,16 +121,21 @@ t.test('a burst makes a socket busy, calm again after it; the data stays intact 
   t.ok(Buffer.concat(received).equals(Buffer.concat([burst, tail])), 'identical bytes');
 });
 
+/** A reader that drops what it reads. */
+const sink = () => new (class extends PooledReader {
+  onBytes(): void {}
+})();
+
 t.test('what cannot read pooled keeps node\'s own reads', async (t) => {
-  t.notOk(readPooled(new PassThrough(), new PassThrough(), { onBytes() {} }), 'an in-memory stream');
-  t.notOk(readPooled(new tls.TLSSocket(new net.Socket()), new PassThrough(), { onBytes() {} }), 'a TLS socket');
+  t.notOk(readPooled(new PassThrough(), new PassThrough(), sink()), 'an in-memory stream');
+  t.notOk(readPooled(new tls.TLSSocket(new net.Socket()), new PassThrough(), sink()), 'a TLS socket');
   const p = await pair(t);
   p.far.pause();
   p.far.unshift(Buffer.from('already here'));
-  t.notOk(readPooled(p.far, new PassThrough(), { onBytes() {} }), 'a socket with bytes buffered (a PROXY header was read before)');
+  t.notOk(readPooled(p.far, new PassThrough(), sink()), 'a socket with bytes buffered (a PROXY header was read before)');
   const q = await pair(t);
-  t.ok(readPooled(q.far, new PassThrough(), { onBytes() {} }));
-  t.notOk(readPooled(q.far, new PassThrough(), { onBytes() {} }), 'twice');
+  t.ok(readPooled(q.far, new PassThrough(), sink()));
+  t.notOk(readPooled(q.far, new PassThrough(), sink()), 'twice');
 });
 
 t.test('the proxy reads both sockets of a TCP client through the pool', async (t) => {

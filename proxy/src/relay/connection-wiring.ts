@@ -8,7 +8,7 @@
 import type { Duplex } from 'node:stream';
 import type { FrameHandler, HeaderDecision } from '../mqtt/framer.ts';
 import type { Connection } from './connection.ts';
-import { readPooled, type ReadSink } from './read-buffers.ts';
+import { PooledReader, readPooled } from './read-buffers.ts';
 
 const kOwner = Symbol('mqtt-liveness-proxy.connection');
 type Owned = Duplex & { [kOwner]: Connection };
@@ -37,8 +37,10 @@ export function wireStreams(conn: Connection, client: Duplex, upstream: Duplex, 
 }
 
 /** The framer toward the broker: the client's bytes (one small object instead of three bound functions). */
-export class ClientSide implements FrameHandler, ReadSink {
-  constructor(private readonly c: Connection) {}
+export class ClientSide extends PooledReader implements FrameHandler {
+  constructor(private readonly c: Connection) {
+    super();
+  }
 
   onBytes(bytes: Buffer): void {
     this.c.onClientData(bytes);
@@ -58,8 +60,10 @@ export class ClientSide implements FrameHandler, ReadSink {
 }
 
 /** The framer toward the client: the broker's bytes. */
-export class BrokerSide implements FrameHandler, ReadSink {
-  constructor(private readonly c: Connection) {}
+export class BrokerSide extends PooledReader implements FrameHandler {
+  constructor(private readonly c: Connection) {
+    super();
+  }
 
   onBytes(bytes: Buffer): void {
     this.c.onBrokerData(bytes);
@@ -89,11 +93,15 @@ function onBrokerData(this: Duplex, chunk: Buffer): void {
 }
 
 function onClientDrain(this: Duplex): void {
-  ownerOf(this).onClientDrain();
+  const conn = ownerOf(this);
+  conn.brokerSide.reclaim(); // the broker's bytes were written to the client
+  conn.onClientDrain();
 }
 
 function onUpstreamDrain(this: Duplex): void {
-  ownerOf(this).onUpstreamDrain();
+  const conn = ownerOf(this);
+  conn.clientSide.reclaim();
+  conn.onUpstreamDrain();
 }
 
 function onClientEnd(this: Duplex): void {
@@ -117,5 +125,7 @@ function onUpstreamConnect(this: Duplex): void {
 }
 
 function onStreamClose(this: Duplex): void {
-  ownerOf(this).ending.onStreamClose();
+  const conn = ownerOf(this);
+  (this === conn.transport.stream ? conn.clientSide : conn.brokerSide).sourceClosed();
+  conn.ending.onStreamClose();
 }

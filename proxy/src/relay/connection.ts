@@ -81,8 +81,10 @@ export class Connection {
   // streams' listeners are functions shared by every connection, which find
   // their connection through the stream (connection-wiring.ts). 21 bound functions cost ~1 KB
   // of heap per idle connection (BENCHMARKS.md, issue 13).
-  private readonly clientSide = new ClientSide(this);
-  private readonly brokerSide = new BrokerSide(this);
+  /** @internal the client's bytes: the framer's handler and the client socket's reader (connection-wiring.ts) */
+  readonly clientSide = new ClientSide(this);
+  /** @internal the broker's bytes */
+  readonly brokerSide = new BrokerSide(this);
 
   constructor(transport: ClientTransport, ctx: ConnectionContext) {
     this.transport = transport;

@@ -55,11 +55,6 @@ function giveBack(b: Buffer): void {
   if (pool.length < POOL_MAX) pool.push(b);
 }
 
-/** Where a reader's bytes go: onBytes once per read, synchronously, with bytes it may not keep. */
-export interface ReadSink {
-  onBytes(bytes: Buffer): void;
-}
-
 interface Slots {
   buffer: symbol;
   callback: symbol;
@@ -80,30 +75,42 @@ function findSlots(socket: net.Socket): Slots | null {
   return slots;
 }
 
-/** On a source socket: its reader. On a destination: the reader whose buffers it may hold (one socket is both). */
 const kReader = Symbol('mqtt-liveness-proxy.reader');
-const kLender = Symbol('mqtt-liveness-proxy.lender');
-type Destination = Writable & { [kLender]?: PooledReader };
 type Readable = net.Socket & { [kReader]: PooledReader; _handle?: { useUserBuffer?: (b: Uint8Array) => void } | null };
 
-/** One direction of one connection: the source socket's read buffer and what it lent its destination. */
-class PooledReader {
+/**
+ * One direction of a relay: where a source socket's bytes go (onBytes, once per
+ * read, synchronously, with bytes it may not keep), its read buffer and what it
+ * lent the destination. A connection's per-direction object extends it, so
+ * reading pooled adds no object per connection.
+ */
+export abstract class PooledReader {
   /** The socket's own buffer while busy; null while calm (it reads into the shared one). */
   own: Buffer | null = null;
+  /** Buffers whose bytes may still be queued on the destination. */
   lent: Buffer[] | null = null;
   lastRead = 0;
+  /** The stream the bytes are written to; null until readPooled. */
+  dest: Writable | null = null;
 
-  constructor(
-    readonly dest: Writable,
-    readonly sink: ReadSink,
-  ) {}
+  abstract onBytes(bytes: Buffer): void;
 
-  /** The destination wrote everything queued: what it was lent is free. */
+  /** Call on the destination's 'drain': once it wrote everything queued, what it was lent is free. */
   reclaim(): void {
     const lent = this.lent;
-    if (lent === null || this.dest.writableLength !== 0) return;
+    if (lent === null || this.dest!.writableLength !== 0) return;
     for (const b of lent) giveBack(b);
     this.lent = null;
+  }
+
+  /**
+   * Call on the source's 'close': no read comes any more, so its own buffer is
+   * free. What it lent stays with the destination's queue and is left to the
+   * garbage collector.
+   */
+  sourceClosed(): void {
+    if (this.own !== null) giveBack(this.own);
+    this.own = null;
   }
 }
 
@@ -120,15 +127,15 @@ function onRead(this: Readable, nread: number, buf: Buffer): boolean {
   r.lastRead = nread;
   if (nread < DIRECT_MIN) {
     readBufferStats.sharedReads += buf === shared ? 1 : 0;
-    r.sink.onBytes(Buffer.from(buf.subarray(0, nread)));
+    r.onBytes(Buffer.from(buf.subarray(0, nread)));
   } else if (buf === shared) {
     // A calm socket's first large read: it becomes busy with a buffer of its own.
     const own = (r.own = take());
     shared.copy(own, 0, 0, nread);
-    r.sink.onBytes(own.subarray(0, nread));
+    r.onBytes(own.subarray(0, nread));
   } else {
     readBufferStats.directReads++;
-    r.sink.onBytes(buf.subarray(0, nread));
+    r.onBytes(buf.subarray(0, nread));
   }
   return true;
 }
@@ -140,7 +147,7 @@ function nextBuffer(): Buffer {
   const own = r.own;
   if (own === null) return shared;
   r.reclaim();
-  if (r.lastRead >= DIRECT_MIN && r.dest.writableLength !== 0) {
+  if (r.lastRead >= DIRECT_MIN && r.dest!.writableLength !== 0) {
     // Views of `own` may be queued on the destination: lend it, read into another.
     (r.lent ??= []).push(own);
     readBufferStats.lent++;
@@ -154,26 +161,17 @@ function nextBuffer(): Buffer {
   return own;
 }
 
-function onDestDrain(this: Destination): void {
-  this[kLender]?.reclaim();
-}
-
-function onSourceClose(this: Readable): void {
-  const r = this[kReader];
-  // No read comes any more: the socket's own buffer is free (what it lent stays with
-  // the destination's queue and is left to the garbage collector).
-  if (r.own !== null) giveBack(r.own);
-  r.own = null;
-}
-
 /**
- * Make `socket`'s reads go to `sink` through reused buffers (see the top of the
+ * Make `socket`'s reads go to `reader` through reused buffers (see the top of the
  * file), with `dest` the stream its bytes are written to. Returns false, changing
  * nothing, when the socket cannot: not a plain TCP socket with a handle, bytes
  * already buffered, or a node whose socket internals differ. Call it before the
- * first read is delivered (in the same tick as the accept or connect).
+ * first read is delivered (in the same tick as the accept or connect). The
+ * caller's listeners call reader.reclaim() on the destination's 'drain' and
+ * reader.sourceClosed() on the socket's 'close' (listeners of this module's own
+ * would cost each connection ~0.5 KB: once-wrappers and listener arrays).
  */
-export function readPooled(socket: unknown, dest: Writable, sink: ReadSink): boolean {
+export function readPooled(socket: unknown, dest: Writable, reader: PooledReader): boolean {
   if (!(socket instanceof net.Socket) || (socket as { encrypted?: boolean }).encrypted) return false;
   const s = socket as Readable;
   const handle = s._handle;
@@ -182,15 +180,12 @@ export function readPooled(socket: unknown, dest: Writable, sink: ReadSink): boo
   if (k === null) return false;
   const bag = s as unknown as Record<symbol, unknown>;
   if (bag[k.buffer]) return false; // already in onread mode
-  const reader = new PooledReader(dest, sink);
+  reader.dest = dest;
   s[kReader] = reader;
-  (dest as Destination)[kLender] = reader;
   bag[k.callback] = onRead;
   bag[k.generator] = nextBuffer;
   bag[k.buffer] = shared;
   handle.useUserBuffer(shared);
-  dest.on('drain', onDestDrain);
-  s.once('close', onSourceClose);
   return true;
 }
 
