@@ -19,17 +19,17 @@ const ownerOf = (stream: Duplex): Connection => (stream as Owned)[kOwner];
  * TCP socket's bytes come through reused read buffers (read-buffers.ts) to its
  * side's onBytes; any other stream's through 'data'.
  */
-export function wireStreams(conn: Connection, client: Duplex, upstream: Duplex, clientSide: ClientSide, brokerSide: BrokerSide): void {
+export function wireStreams(conn: Connection, client: Duplex, upstream: Duplex): void {
   (client as Owned)[kOwner] = conn;
   (upstream as Owned)[kOwner] = conn;
-  if (!readPooled(client, upstream, clientSide)) client.on('data', onClientData);
+  if (!readPooled(client, upstream, conn.clientSide)) client.on('data', onClientData);
   client.on('end', onClientEnd);
   client.on('error', onClientError);
   client.on('close', onStreamClose);
   client.on('drain', onClientDrain);
 
   upstream.on('connect', onUpstreamConnect);
-  if (!readPooled(upstream, client, brokerSide)) upstream.on('data', onBrokerData);
+  if (!readPooled(upstream, client, conn.brokerSide)) upstream.on('data', onBrokerData);
   upstream.on('end', onBrokerEnd);
   upstream.on('error', onUpstreamError);
   upstream.on('close', onStreamClose);

@@ -108,7 +108,7 @@ export class Connection {
     }
     const upstream = (this.upstream = ctx.connectUpstream(this));
     this.ending = new ConnectionEnd(this, { ctx, client, upstream, toBroker: this.toBroker, toClient: this.toClient, liveness: this.liveness });
-    wireStreams(this, client, upstream, this.clientSide, this.brokerSide);
+    wireStreams(this, client, upstream);
     this.liveness.schedule(now);
   }
 
