@@ -4,12 +4,18 @@
  * idle clients connecting to an in-process proxy in front of a real Mosquitto.
  * Prints bytes allocated per connection by call site (the innermost frames).
  *
- *   node --import tsx proxy/bench/alloc-profile.ts [--clients 3000] [--interval 128] [--top 40]
+ *   node --expose-gc --import tsx proxy/bench/alloc-profile.ts [--clients 3000] [--interval 128] [--top 40] [--depth 4] [--promoted] [--relay] [--rest S]
+ *
+ * --promoted: instead, what outlives the young generation and then dies (copied to the old
+ * generation, freed only by a mark-compact: the idle peak's garbage), and what stays live.
+ * --rest S: what is promoted over S seconds at rest after the connections (timers, samples).
+ * --relay: the same for the bench's plain node relay (relay.ts) instead of the proxy.
  *
  * Pair it with `npm run bench -- --only idle --node-flags=--trace-gc-nvp` (the
  * `promoted=` bytes of each scavenge) to see which of them outlive two scavenges.
  */
 import inspector from 'node:inspector/promises';
+import net from 'node:net';
 import { parseArgs } from 'node:util';
 import { startMosquitto } from '../harness/mosquitto.ts';
 import { startProxy } from '../harness/proxy.ts';
@@ -21,7 +27,8 @@ interface ProfileNode {
   children: ProfileNode[];
 }
 
-const { values } = parseArgs({ options: { clients: { type: 'string' }, interval: { type: 'string' }, top: { type: 'string' } } });
+const { values } = parseArgs({ options: { clients: { type: 'string' }, interval: { type: 'string' }, top: { type: 'string' }, promoted: { type: 'boolean' }, relay: { type: 'boolean' }, rest: { type: 'string' }, depth: { type: 'string' } } });
+const depth = Number(values.depth ?? 4);
 const clients = Number(values.clients ?? 3000);
 const top = Number(values.top ?? 40);
 
@@ -39,11 +46,11 @@ function frameName(node: ProfileNode): string {
   return `${f.functionName || '(anonymous)'} ${where}:${f.lineNumber + 1}`;
 }
 
-/** Self bytes by the innermost four frames. */
+/** Self bytes by the innermost `depth` frames. */
 function bySite(root: ProfileNode): Map<string, number> {
   const sites = new Map<string, number>();
   const walk = (node: ProfileNode, stack: string[]): void => {
-    const here = [frameName(node), ...stack].slice(0, 4);
+    const here = [frameName(node), ...stack].slice(0, depth);
     if (node.selfSize > 0) {
       const key = here.join(' < ');
       sites.set(key, (sites.get(key) ?? 0) + node.selfSize);
@@ -54,28 +61,89 @@ function bySite(root: ProfileNode): Map<string, number> {
   return sites;
 }
 
+/** The plain node relay of the bench (relay.ts), in this process, for comparison. */
+async function startRelay(upstreamPort: number): Promise<{ port: number; stop: () => Promise<void> }> {
+  const server = net.createServer({ noDelay: true }, (client) => {
+    const upstream = net.connect({ host: '127.0.0.1', port: upstreamPort, noDelay: true });
+    client.pipe(upstream);
+    upstream.pipe(client);
+    client.on('error', () => upstream.destroy());
+    upstream.on('error', () => client.destroy());
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen({ host: '127.0.0.1', port: 0, backlog: 4096 }, resolve));
+  return { port: (server.address() as net.AddressInfo).port, stop: () => new Promise<void>((resolve) => server.close(() => resolve())) };
+}
+
+interface Include { major: boolean; minor: boolean }
+
+/** Bytes per connection by site while `clients` connect, keeping the collected objects that `include` says. */
+async function profileStorm(session: inspector.Session, port: number, include: Include, source: string, prefix: string, load: LoadChild[]): Promise<Map<string, number>> {
+  // The include* fields (V8 >= 10.x) are newer than @types/node's protocol types.
+  const sampling = { samplingInterval: Number(values.interval ?? 128), includeObjectsCollectedByMajorGC: include.major, includeObjectsCollectedByMinorGC: include.minor };
+  await session.post('HeapProfiler.startSampling', sampling);
+  load.push(await connectIdle(port, clients, source, prefix));
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  // Two scavenges, then a full GC, so that what the profile still counts as alive is alive: the young
+  // generation's garbage is freed by the scavenges (a mark-compact would count it as its own), the promoted
+  // garbage by the mark-compact.
+  const gc = (globalThis as { gc?: (o: { type: 'minor' | 'major' }) => void }).gc;
+  if (!gc) throw new Error('run with node --expose-gc');
+  gc({ type: 'minor' });
+  gc({ type: 'minor' });
+  await session.post('HeapProfiler.collectGarbage');
+  const { profile } = (await session.post('HeapProfiler.stopSampling')) as { profile: { head: ProfileNode } };
+  const sites = bySite(profile.head);
+  for (const [k, v] of sites) sites.set(k, v / clients);
+  return sites;
+}
+
+function print(title: string, sites: Map<string, number>): void {
+  const total = [...sites.values()].reduce((a, b) => a + b, 0);
+  console.log(`${title}: ${total.toFixed(0)} B per connection (sampled)`);
+  for (const [site, bytes] of [...sites].sort((a, b) => b[1] - a[1]).slice(0, top)) {
+    if (Math.abs(bytes) >= 1) console.log(`${bytes.toFixed(0).padStart(7)} B  ${site}`);
+  }
+}
+
 const broker = await startMosquitto();
-const proxy = await startProxy(broker.port, { logLevel: 'warn' });
+const proxy = values.relay ? await startRelay(broker.port) : await startProxy(broker.port, { logLevel: 'warn' });
 const load: LoadChild[] = [];
+const session = new inspector.Session();
 try {
   // Warm the code paths first, so compilation is not counted.
   load.push(await connectIdle(proxy.port, 200, '127.0.210', 'warm'));
-  const session = new inspector.Session();
   session.connect();
-  // The include* fields (V8 >= 10.x) are newer than @types/node's protocol types.
-  const sampling = { samplingInterval: Number(values.interval ?? 128), includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true };
-  await session.post('HeapProfiler.startSampling', sampling);
-  load.push(await connectIdle(proxy.port, clients, '127.0.211', 'idle'));
-  await new Promise((resolve) => setTimeout(resolve, 500));
-  const { profile } = (await session.post('HeapProfiler.stopSampling')) as { profile: { head: ProfileNode } };
-  session.disconnect();
-  const sites = bySite(profile.head);
-  const total = [...sites.values()].reduce((a, b) => a + b, 0);
-  console.log(`${clients} connections: ${(total / clients).toFixed(0)} B allocated per connection (sampled)`);
-  for (const [site, bytes] of [...sites].sort((a, b) => b[1] - a[1]).slice(0, top)) {
-    console.log(`${(bytes / clients).toFixed(0).padStart(7)} B  ${site}`);
+  if (values.rest) {
+    // At rest: connect without sampling, then keep what outlives the young generation over the rest.
+    load.push(await connectIdle(proxy.port, clients, '127.0.211', 'idle'));
+    await session.post('HeapProfiler.startSampling', { samplingInterval: Number(values.interval ?? 128), includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: false });
+    await new Promise((resolve) => setTimeout(resolve, Number(values.rest) * 1000));
+    const gc = (globalThis as { gc?: (o: { type: 'minor' | 'major' }) => void }).gc;
+    if (!gc) throw new Error('run with node --expose-gc');
+    gc({ type: 'minor' });
+    gc({ type: 'minor' });
+    const { profile } = (await session.post('HeapProfiler.stopSampling')) as { profile: { head: ProfileNode } };
+    const sites = bySite(profile.head);
+    for (const [k, v] of sites) sites.set(k, v / clients);
+    print(`${clients} connections, ${values.rest} s at rest: promoted (live or garbage)`, sites);
+  } else if (!values.promoted) {
+    print(`${clients} connections, allocated`, await profileStorm(session, proxy.port, { major: true, minor: true }, '127.0.211', 'idle', load));
+  } else {
+    // Promoted garbage: what survived the young generation (so was copied into the old one) and died later,
+    // by the difference between a storm that keeps objects freed by mark-compacts and one that keeps only the live.
+    const kept = await profileStorm(session, proxy.port, { major: true, minor: false }, '127.0.211', 'idle', load);
+    const live = await profileStorm(session, proxy.port, { major: false, minor: false }, '127.0.212', 'idle2', load);
+    const promoted = new Map<string, number>();
+    for (const [k, v] of kept) promoted.set(k, v - (live.get(k) ?? 0));
+    for (const [k, v] of live) if (!kept.has(k)) promoted.set(k, -v);
+    print(`${clients} connections, kept (live and promoted garbage)`, kept);
+    print(`${clients} connections, live after a full GC`, live);
+    print(`${clients} connections, promoted to the old generation and freed by a mark-compact`, promoted);
   }
 } finally {
+  session.disconnect();
   for (const child of load) await child.stop();
   await proxy.stop();
   await broker.stop();

@@ -159,3 +159,25 @@ t.test('a header split across chunks is kept back until complete', async (t) => 
   t.ok(Buffer.concat(emitted).equals(big));
   t.ok(framer.atBoundary);
 });
+
+t.test('a non-minimal Remaining Length split across chunks comes out byte for byte, passed or held', async (t) => {
+  // 0x80 0x00 is a 2-byte encoding of 0; 0x81 0x80 0x00 a 3-byte encoding of 1; 0xff 0xff 0xff 0x7f the maximum.
+  const frames = [
+    Buffer.from([0xc0, 0x80, 0x00]),
+    Buffer.from([0x30, 0x81, 0x80, 0x00, 0x61]),
+    Buffer.from([0x32, 0x83, 0x00, 0x00, 0x01, 0x74]),
+    Buffer.from([0x30, 0xff, 0x7f, ...Buffer.alloc(16383, 7)]),
+  ];
+  for (const frame of frames) {
+    for (const decision of [PASS, HOLD] as HeaderDecision[]) {
+      for (let cut = 1; cut < Math.min(frame.length, 6); cut++) {
+        const emitted: Buffer[] = [];
+        const framer = new Framer({ onHeader: () => decision, onHeld: (f) => Buffer.from(f), emit: (b) => emitted.push(Buffer.from(b)) });
+        t.equal(framer.push(frame.subarray(0, cut)), null);
+        t.equal(framer.push(frame.subarray(cut)), null);
+        t.ok(Buffer.concat(emitted).equals(frame), `${frame.subarray(0, 4).toString('hex')}…, ${decision === HOLD ? 'held' : 'passed'}, cut at ${cut}`);
+        t.ok(framer.atBoundary);
+      }
+    }
+  }
+});

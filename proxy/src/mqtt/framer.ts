@@ -47,7 +47,11 @@ export class Framer {
   private flags = 0;
   private remainingLength = 0;
   private multiplier = 1;
-  private readonly header = Buffer.alloc(5);
+  /**
+   * Bytes of the fixed header so far. The bytes themselves are not kept: type, flags,
+   * headerLength and remainingLength give them back exactly (writeHeader), and a 5-byte
+   * Buffer per framer cost each connection ~0.4 KB (two ArrayBuffers and their backing stores).
+   */
   private headerLength = 0;
   /** Where the current header started in the current chunk, or -1 if in an earlier chunk. */
   private headerStart = -1;
@@ -85,7 +89,6 @@ export class Framer {
             this.flush(chunk, spanStart, i);
             return this.fail('MLP_RESERVED_TYPE', `reserved packet type ${this.type}`);
           }
-          this.header[0] = b;
           this.headerLength = 1;
           this.headerStart = i;
           this.remainingLength = 0;
@@ -96,7 +99,7 @@ export class Framer {
         }
         case ST_LENGTH: {
           const b = chunk[i++];
-          this.header[this.headerLength++] = b;
+          this.headerLength++;
           this.remainingLength += (b & 0x7f) * this.multiplier;
           this.multiplier *= 128;
           if (b & 0x80) {
@@ -121,7 +124,9 @@ export class Framer {
           if (decision === PASS) {
             if (carried) {
               // The header began in an earlier chunk and was kept back: emit a copy now.
-              handler.emit(Buffer.from(this.header.subarray(0, this.headerLength)));
+              const header = Buffer.allocUnsafe(this.headerLength);
+              this.writeHeader(header);
+              handler.emit(header);
               spanStart = i;
             }
             this.bodyLeft = this.remainingLength;
@@ -145,7 +150,7 @@ export class Framer {
           // Sized to what has arrived, grown as the rest does: a header alone must not
           // reserve the whole declared size (up to maxFrameSize) per connection.
           const held = Buffer.allocUnsafe(Math.min(size, Math.max(HELD_INITIAL, this.headerLength + (n - i))));
-          this.header.copy(held, 0, 0, this.headerLength);
+          this.writeHeader(held);
           this.held = held;
           this.heldOffset = this.headerLength;
           this.bodyLeft = this.remainingLength;
@@ -182,6 +187,21 @@ export class Framer {
       this.flush(chunk, spanStart, n);
     }
     return null;
+  }
+
+  /**
+   * The complete fixed header as it arrived: each Remaining Length byte carries the next 7 bits
+   * and the continuation bit on all but the last, so headerLength and remainingLength fix the
+   * bytes exactly, a non-minimal encoding (0x80 0x00) included.
+   */
+  private writeHeader(into: Buffer): void {
+    into[0] = (this.type << 4) | this.flags;
+    let v = this.remainingLength;
+    const last = this.headerLength - 1;
+    for (let k = 1; k <= last; k++) {
+      into[k] = (v % 128) | (k < last ? 0x80 : 0);
+      v = Math.floor(v / 128);
+    }
   }
 
   /** At least `needed` bytes, at least double, at most the frame's size. */
