@@ -2,7 +2,18 @@
  * Time behind one seam: the real clock for the proxy, a manual one for tests,
  * so deadline logic runs in microseconds under test.
  */
+import { DeadlineQueue, QueueSlot, fireDue, type SlotTarget } from './deadline-queue.ts';
+
+export type { SlotTarget };
+
 export interface Timer {
+  cancel(): void;
+}
+
+/** A timer re-armed in place, one per owner: set() moves its deadline, cancel() stops it. */
+export interface TimerSlot {
+  /** Fire the target at `at` (the clock's now() milliseconds) instead of any earlier setting. */
+  set(at: number): void;
   cancel(): void;
 }
 
@@ -12,6 +23,8 @@ export interface Clock {
   /** Wall-clock milliseconds since the epoch, for timestamps in events. */
   wallNow(): number;
   setTimer(fn: () => void, delayMs: number): Timer;
+  /** A slot for a timer its owner re-arms often (a connection's liveness timer): no allocation per arm. */
+  slot(target: SlotTarget): TimerSlot;
 }
 
 export const systemClock: Clock = {
@@ -20,7 +33,43 @@ export const systemClock: Clock = {
   setTimer(fn, delayMs) {
     return new SystemTimer(setTimeout(fn, Math.max(0, Math.ceil(delayMs))));
   },
+  slot: (target) => new SystemSlot(target),
 };
+
+// Every system slot's deadline in one queue, woken by one node timer set for the earliest.
+const queue = new DeadlineQueue();
+const due: QueueSlot[] = [];
+let wake: NodeJS.Timeout | null = null;
+let wakeAt = Infinity;
+
+class SystemSlot extends QueueSlot implements TimerSlot {
+  set(at: number): void {
+    queue.set(this, at);
+    if (at < wakeAt) rearm();
+  }
+
+  cancel(): void {
+    queue.remove(this);
+    // An earlier wake may still fire for nothing; with nothing left it must not keep the process up.
+    if (queue.size === 0 && wake !== null) rearm();
+  }
+}
+
+function rearm(): void {
+  if (wake !== null) clearTimeout(wake);
+  wakeAt = queue.peekAt();
+  wake = wakeAt === Infinity ? null : setTimeout(onWake, Math.max(0, Math.ceil(wakeAt - performance.now())));
+}
+
+function onWake(): void {
+  wake = null;
+  wakeAt = Infinity;
+  try {
+    fireDue(queue, performance.now(), due);
+  } finally {
+    rearm();
+  }
+}
 
 /** One small object per armed timer (a closure and an object per arm cost ~80 B more per idle connection). */
 class SystemTimer implements Timer {
@@ -50,6 +99,28 @@ export class ManualClock implements Clock {
     const entry = { at: this.current + Math.max(0, delayMs), fn };
     this.timers.add(entry);
     return { cancel: () => this.timers.delete(entry) };
+  }
+
+  slot(target: SlotTarget): TimerSlot {
+    let entry: { at: number; fn: () => void } | null = null;
+    const cancel = (): void => {
+      if (entry) this.timers.delete(entry);
+      entry = null;
+    };
+    const set = (at: number): void => {
+      cancel();
+      if (at === Infinity) return;
+      const mine: { at: number; fn: () => void } = {
+        at: Math.max(at, this.current),
+        fn: () => {
+          if (entry === mine) entry = null;
+          target.fire();
+        },
+      };
+      entry = mine;
+      this.timers.add(mine);
+    };
+    return { set, cancel };
   }
 
   /** Move time forward, firing due timers in order. */

@@ -5,7 +5,7 @@
  * (ConnectionLiveness: alive -> suspect -> dead). TCP_INFO is read here only, when the timer
  * fires, never per packet; a write costs one comparison unless it starts a new watch.
  */
-import type { Timer } from '../liveness/clock.ts';
+import type { SlotTarget, TimerSlot } from '../liveness/clock.ts';
 import { ConnectionLiveness, phaseOf } from '../liveness/connection-liveness.ts';
 import { evaluate, newDeadlineState, type DeadlineState } from '../liveness/deadlines.ts';
 import type { Reason } from '../liveness/reasons.ts';
@@ -33,7 +33,7 @@ const sample = newTcpInfoSample();
 const times: KeepAliveTimes = { dueAt: 0, frozenAt: 0, capAt: 0, baseGraceMs: 0 };
 const probeTiming: ProbeTiming = { idleMs: 0, intervalMs: 0 };
 
-export class LivenessTimer {
+export class LivenessTimer implements SlotTarget {
   readonly deadlines: DeadlineState;
   readonly model: ConnectionLiveness;
   /** Keep-alive silence beyond KA + base grace: since when (-1: not suspect). */
@@ -43,7 +43,8 @@ export class LivenessTimer {
    * (clientSpoke). Derivable from those two, but kept as one flag: it is read on every chunk.
    */
   keepAliveWatched = false;
-  private timer: Timer | null = null;
+  /** The one timer, re-armed in place (liveness/deadline-queue.ts). */
+  private readonly timer: TimerSlot;
   private timerAt = Infinity;
   /** When to read TCP_INFO next (Infinity: not planned; NaN: not available on this transport). */
   private tcpCheckAt: number;
@@ -69,7 +70,6 @@ export class LivenessTimer {
    */
   private clientLeadMs = 0;
   private leadFrom = -1;
-  private readonly fired = this.onTimer.bind(this);
 
   constructor(
     private readonly ctx: ConnectionContext,
@@ -81,6 +81,7 @@ export class LivenessTimer {
     this.deadlines = newDeadlineState(now, cfg.connectTimeout * 1000, cfg.tcp.sendTimeout * 1000);
     this.model = new ConnectionLiveness(ctx.liveness.settings, ctx.liveness.shared, phaseOf(host.id));
     this.tcpCheckAt = cfg.tcp.keepAlive ? now : NaN; // the first read says whether TCP_INFO is there
+    this.timer = ctx.clock.slot(this);
   }
 
   /** Jittered idle, interval, backstop count and user timeout for this connection's socket. */
@@ -165,8 +166,7 @@ export class LivenessTimer {
 
   /** No timer from now on (the connection is ending). */
   stop(): void {
-    this.timer?.cancel();
-    this.timer = null;
+    this.timer.cancel();
     this.timerAt = 0;
   }
 
@@ -178,13 +178,12 @@ export class LivenessTimer {
 
   private arm(now: number, at: number): void {
     if (at >= this.timerAt) return;
-    this.timer?.cancel();
     this.timerAt = at;
-    this.timer = at === Infinity ? null : this.ctx.clock.setTimer(this.fired, at - now);
+    this.timer.set(at);
   }
 
-  private onTimer(): void {
-    this.timer = null;
+  /** The timer's deadline came (called by the clock only). */
+  fire(): void {
     this.timerAt = Infinity;
     this.schedule(this.ctx.clock.now());
   }
