@@ -39,5 +39,5 @@ COPY --chown=root:root broker/mosquitto.conf ./broker/
 USER 1000:1000
 # MQTT and the admin server (/metrics, /livez, /readyz).
 EXPOSE 1883 9464
-ENTRYPOINT ["node", "--max-semi-space-size=16", "/app/proxy/bin/mqtt-liveness-proxy.js"]
+ENTRYPOINT ["node", "--max-semi-space-size=8", "/app/proxy/bin/mqtt-liveness-proxy.js"]
 CMD []

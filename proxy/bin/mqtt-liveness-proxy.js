@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=16
+#!/usr/bin/env -S node --max-semi-space-size=8
 // Runs the compiled CLI: `npm run build` writes dist/ (npm ci runs it through
 // the prepare script; the published package ships it). Plain node, no tsx.
 const cli = new URL('../../dist/proxy/src/cli.js', import.meta.url);

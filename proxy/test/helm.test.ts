@@ -266,7 +266,7 @@ for (const set of SETS) {
     });
 
     t.test('proxy container: command, config, probes, ports', async (t) => {
-      t.same(proxy.command, ['node', '--max-semi-space-size=16', '/app/proxy/bin/mqtt-liveness-proxy.js'], 'node with the heap flags of the bin (launch-flags.test.ts)');
+      t.same(proxy.command, ['node', '--max-semi-space-size=8', '/app/proxy/bin/mqtt-liveness-proxy.js'], 'node with the heap flags of the bin (launch-flags.test.ts)');
       t.same(proxy.args?.slice(0, 2), ['--config', '/etc/mqtt-liveness-proxy/config/config.yaml']);
       t.ok(proxy.volumeMounts?.some((m) => m.name === 'proxy-config' && m.mountPath === '/etc/mqtt-liveness-proxy/config'));
       t.same(proxy.startupProbe?.httpGet, { path: '/livez', port: 'admin' }, 'startup probe on /livez (must not wait for the broker)');

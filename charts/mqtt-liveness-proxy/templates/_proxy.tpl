@@ -7,7 +7,7 @@
   {{- if .sidecar }}
   restartPolicy: Always
   {{- end }}
-  command: ["node", "--max-semi-space-size=16", "/app/proxy/bin/mqtt-liveness-proxy.js"]
+  command: ["node", "--max-semi-space-size=8", "/app/proxy/bin/mqtt-liveness-proxy.js"]
   args:
     - --config
     - /etc/mqtt-liveness-proxy/config/config.yaml
