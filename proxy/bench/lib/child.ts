@@ -75,7 +75,11 @@ export class LoadChild {
   }
 
   send(cmd: Exclude<ParentMessage['cmd'], 'start'>): void {
-    if (!this.exited && this.proc.connected) this.proc.send({ cmd } satisfies ParentMessage);
+    // A child that exits after this check makes the write fail (EPIPE): with a callback that
+    // error is passed here instead of emitted as an unhandled 'error' that ends the bench.
+    if (!this.exited && this.proc.connected) this.proc.send({ cmd } satisfies ParentMessage, (err) => {
+      if (err) this.stderr = `${this.stderr}\n(send ${cmd}: ${err.message})`.slice(-4000);
+    });
   }
 
   async sample(): Promise<Of<'sample'>> {
