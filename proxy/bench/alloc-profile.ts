@@ -20,6 +20,7 @@ import { parseArgs } from 'node:util';
 import { startMosquitto } from '../harness/mosquitto.ts';
 import { startProxy } from '../harness/proxy.ts';
 import { LoadChild } from './lib/child.ts';
+import { createNodeRelay } from './lib/node-relay.ts';
 
 interface ProfileNode {
   callFrame: { functionName: string; url: string; lineNumber: number };
@@ -63,15 +64,7 @@ function bySite(root: ProfileNode): Map<string, number> {
 
 /** The plain node relay of the bench (relay.ts), in this process, for comparison. */
 async function startRelay(upstreamPort: number): Promise<{ port: number; stop: () => Promise<void> }> {
-  const server = net.createServer({ noDelay: true }, (client) => {
-    const upstream = net.connect({ host: '127.0.0.1', port: upstreamPort, noDelay: true });
-    client.pipe(upstream);
-    upstream.pipe(client);
-    client.on('error', () => upstream.destroy());
-    upstream.on('error', () => client.destroy());
-    client.on('close', () => upstream.destroy());
-    upstream.on('close', () => client.destroy());
-  });
+  const server = createNodeRelay('127.0.0.1', upstreamPort);
   await new Promise<void>((resolve) => server.listen({ host: '127.0.0.1', port: 0, backlog: 4096 }, resolve));
   return { port: (server.address() as net.AddressInfo).port, stop: () => new Promise<void>((resolve) => server.close(() => resolve())) };
 }

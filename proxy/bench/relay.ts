@@ -5,7 +5,7 @@
  *
  *   node --import tsx proxy/bench/relay.ts --listen 127.0.0.1:P --upstream 127.0.0.1:B
  */
-import net from 'node:net';
+import { createNodeRelay } from './lib/node-relay.ts';
 import { parseArgs } from 'node:util';
 
 const { values } = parseArgs({ options: { listen: { type: 'string' }, upstream: { type: 'string' } } });
@@ -20,16 +20,7 @@ const split = (hp: string): [string, number] => {
 const [listenHost, listenPort] = split(values.listen);
 const [upHost, upPort] = split(values.upstream);
 
-const server = net.createServer({ noDelay: true }, (client) => {
-  const upstream = net.connect({ host: upHost, port: upPort, noDelay: true });
-  client.setNoDelay(true);
-  client.pipe(upstream);
-  upstream.pipe(client);
-  client.on('error', () => upstream.destroy());
-  upstream.on('error', () => client.destroy());
-  client.on('close', () => upstream.destroy());
-  upstream.on('close', () => client.destroy());
-});
+const server = createNodeRelay(upHost, upPort);
 server.listen({ host: listenHost, port: listenPort, backlog: 4096 }, () => {
   process.stdout.write(`relay listening on ${listenHost}:${listenPort} -> ${upHost}:${upPort}\n`);
 });
