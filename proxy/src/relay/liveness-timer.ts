@@ -111,7 +111,7 @@ export class LivenessTimer implements SlotTarget {
     const at = this.model.onWrite(now);
     if (at < this.tcpCheckAt) {
       this.tcpCheckAt = at;
-      this.arm(now, at);
+      this.arm(at);
     }
   }
 
@@ -161,7 +161,7 @@ export class LivenessTimer implements SlotTarget {
     if (e.probe) this.host.probeUpstream(now);
     const wake = e.probe ? evaluate(d, now).wakeAt : e.wakeAt;
     const tcpAt = this.tcpCheckAt >= 0 ? this.tcpCheckAt : Infinity;
-    this.arm(now, Math.min(wake, now < suspectAt ? suspectAt : Infinity, tcpAt, this.nextWatchAt()));
+    this.arm(Math.min(wake, now < suspectAt ? suspectAt : Infinity, tcpAt, this.nextWatchAt()));
   }
 
   /** No timer from now on (the connection is ending). */
@@ -176,7 +176,7 @@ export class LivenessTimer implements SlotTarget {
     this.model.close();
   }
 
-  private arm(now: number, at: number): void {
+  private arm(at: number): void {
     if (at >= this.timerAt) return;
     this.timerAt = at;
     this.timer.set(at);
