@@ -71,25 +71,34 @@ async function startRelay(upstreamPort: number): Promise<{ port: number; stop: (
 
 interface Include { major: boolean; minor: boolean }
 
-/** Bytes per connection by site while `clients` connect, keeping the collected objects that `include` says. */
-async function profileStorm(session: inspector.Session, port: number, include: Include, source: string, prefix: string, load: LoadChild[]): Promise<Map<string, number>> {
+function startSampling(session: inspector.Session, include: Include): Promise<unknown> {
   // The include* fields (V8 >= 10.x) are newer than @types/node's protocol types.
-  const sampling = { samplingInterval: Number(values.interval ?? 128), includeObjectsCollectedByMajorGC: include.major, includeObjectsCollectedByMinorGC: include.minor };
-  await session.post('HeapProfiler.startSampling', sampling);
-  load.push(await connectIdle(port, clients, source, prefix));
-  await new Promise((resolve) => setTimeout(resolve, 500));
-  // Two scavenges, then a full GC, so that what the profile still counts as alive is alive: the young
-  // generation's garbage is freed by the scavenges (a mark-compact would count it as its own), the promoted
-  // garbage by the mark-compact.
+  return session.post('HeapProfiler.startSampling', { samplingInterval: Number(values.interval ?? 128), includeObjectsCollectedByMajorGC: include.major, includeObjectsCollectedByMinorGC: include.minor });
+}
+
+/**
+ * Two scavenges (and a full GC when `fullGc`) before the profile is read, so that what it still counts as
+ * alive is alive: the young generation's garbage is freed by the scavenges (a mark-compact would count it as
+ * its own), the promoted garbage by the mark-compact. Bytes per connection by site.
+ */
+async function stopSampling(session: inspector.Session, fullGc: boolean): Promise<Map<string, number>> {
   const gc = (globalThis as { gc?: (o: { type: 'minor' | 'major' }) => void }).gc;
   if (!gc) throw new Error('run with node --expose-gc');
   gc({ type: 'minor' });
   gc({ type: 'minor' });
-  await session.post('HeapProfiler.collectGarbage');
+  if (fullGc) await session.post('HeapProfiler.collectGarbage');
   const { profile } = (await session.post('HeapProfiler.stopSampling')) as { profile: { head: ProfileNode } };
   const sites = bySite(profile.head);
   for (const [k, v] of sites) sites.set(k, v / clients);
   return sites;
+}
+
+/** Bytes per connection by site while `clients` connect, keeping the collected objects that `include` says. */
+async function profileStorm(session: inspector.Session, port: number, include: Include, source: string, prefix: string, load: LoadChild[]): Promise<Map<string, number>> {
+  await startSampling(session, include);
+  load.push(await connectIdle(port, clients, source, prefix));
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  return stopSampling(session, true);
 }
 
 function print(title: string, sites: Map<string, number>): void {
@@ -111,15 +120,9 @@ try {
   if (values.rest) {
     // At rest: connect without sampling, then keep what outlives the young generation over the rest.
     load.push(await connectIdle(proxy.port, clients, '127.0.211', 'idle'));
-    await session.post('HeapProfiler.startSampling', { samplingInterval: Number(values.interval ?? 128), includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: false });
+    await startSampling(session, { major: true, minor: false });
     await new Promise((resolve) => setTimeout(resolve, Number(values.rest) * 1000));
-    const gc = (globalThis as { gc?: (o: { type: 'minor' | 'major' }) => void }).gc;
-    if (!gc) throw new Error('run with node --expose-gc');
-    gc({ type: 'minor' });
-    gc({ type: 'minor' });
-    const { profile } = (await session.post('HeapProfiler.stopSampling')) as { profile: { head: ProfileNode } };
-    const sites = bySite(profile.head);
-    for (const [k, v] of sites) sites.set(k, v / clients);
+    const sites = await stopSampling(session, false);
     print(`${clients} connections, ${values.rest} s at rest: promoted (live or garbage)`, sites);
   } else if (!values.promoted) {
     print(`${clients} connections, allocated`, await profileStorm(session, proxy.port, { major: true, minor: true }, '127.0.211', 'idle', load));

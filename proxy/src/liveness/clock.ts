@@ -102,23 +102,20 @@ export class ManualClock implements Clock {
   }
 
   slot(target: SlotTarget): TimerSlot {
-    let entry: { at: number; fn: () => void } | null = null;
+    // Its own timers, one at a time: a deadline in the past fires at the next advance.
+    let timer: Timer | null = null;
     const cancel = (): void => {
-      if (entry) this.timers.delete(entry);
-      entry = null;
+      timer?.cancel();
+      timer = null;
     };
     const set = (at: number): void => {
       cancel();
       if (at === Infinity) return;
-      const mine: { at: number; fn: () => void } = {
-        at: Math.max(at, this.current),
-        fn: () => {
-          if (entry === mine) entry = null;
-          target.fire();
-        },
-      };
-      entry = mine;
-      this.timers.add(mine);
+      const mine = this.setTimer(() => {
+        if (timer === mine) timer = null;
+        target.fire();
+      }, at - this.current);
+      timer = mine;
     };
     return { set, cancel };
   }
