@@ -214,6 +214,19 @@ t.test('close: connect_timeout when no CONNECT comes', async (t) => {
   t.equal(h.toBroker().length + h.toClient().length, 0, 'nothing sent either way');
 });
 
+t.test('a wall-clock step does not bend a duration: durationMs is monotonic, the timestamps are wall', async (t) => {
+  const h = connectionHarness();
+  const startedAt = h.conn.startedAt;
+  h.clock.advance(1_000);
+  h.clock.stepWall(-3_600_000); // an hour back, mid-connection
+  h.clock.advance(h.config.connectTimeout * 1000 - 1_000);
+  const e = await closed(h);
+  t.equal(e.reason, 'connect_timeout');
+  t.equal(e.durationMs, h.config.connectTimeout * 1000, 'the CONNECT timeout, exactly');
+  t.equal(e.startedAt, startedAt, 'startedAt is the wall clock at accept');
+  t.equal(e.endedAt, startedAt + h.config.connectTimeout * 1000 - 3_600_000, 'endedAt is the wall clock at the end, step included');
+});
+
 t.test('close: protocol_error for a first packet that is not CONNECT, and 0x95 for a too-large packet in MQTT 5', async (t) => {
   const h = connectionHarness();
   h.client.write(publish(4));

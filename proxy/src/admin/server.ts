@@ -244,7 +244,8 @@ export class AdminServer {
 
   /** Does the upstream accept a TCP connection? Cached briefly so probes cost the broker little. */
   private checkUpstream(): Promise<CheckResult> {
-    const now = Date.now();
+    // Monotonic: with the wall clock, a step back would keep a stale answer for as long as the step.
+    const now = this.options.clock.now();
     const cacheMs = this.options.upstreamCacheMs ?? 1000;
     if (this.upstreamCache && now - this.upstreamCache.at < cacheMs) return this.upstreamCache.result;
     const result = tcpCheck(this.options.proxy.config.upstream, this.options.upstreamTimeoutMs ?? 1000);

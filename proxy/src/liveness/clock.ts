@@ -85,7 +85,12 @@ export class ManualClock implements Clock {
   private current = 0;
   private readonly timers = new Set<{ at: number; fn: () => void }>();
 
-  constructor(private readonly epoch = 1_700_000_000_000) {}
+  constructor(private epoch = 1_700_000_000_000) {}
+
+  /** Step the wall clock alone (NTP, a resumed VM); the monotonic clock does not move. */
+  stepWall(ms: number): void {
+    this.epoch += ms;
+  }
 
   now(): number {
     return this.current;

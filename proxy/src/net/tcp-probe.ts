@@ -53,12 +53,13 @@ export function probeTcp({ host, port }: HostPort, { timeoutMs, settleMs = 0 }: 
  * soon as `gone()` returns a reason (a child process that exited).
  */
 export async function waitForPort(target: HostPort, timeoutMs: number, gone: () => string | null = () => null): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
+  // Monotonic: a wall-clock step (NTP, a resumed VM) must neither cut the wait short nor stretch it.
+  const deadline = performance.now() + timeoutMs;
   for (;;) {
     const reason = gone();
     if (reason) throw new Error(`${reason} before listening on ${target.host}:${target.port}`);
     if ((await probeTcp(target, { timeoutMs: 1000 })).ok) return;
-    if (Date.now() > deadline) throw new Error(`nothing accepts connections on ${target.host}:${target.port} after ${timeoutMs} ms`);
+    if (performance.now() > deadline) throw new Error(`nothing accepts connections on ${target.host}:${target.port} after ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 50));
   }
 }

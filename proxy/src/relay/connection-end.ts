@@ -271,7 +271,7 @@ export class ConnectionEnd {
       reason,
       detail: this.detail,
       endedAt,
-      durationMs: endedAt - host.startedAt,
+      durationMs: this.ctx.clock.now() - host.startedMono,
       silenceMs: Math.max(0, now - lastClientActivity),
       advantageMs: brokerDeadline === Infinity ? null : brokerDeadline - now,
       bytesFromClient: host.bytesFromClient,

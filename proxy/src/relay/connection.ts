@@ -52,7 +52,10 @@ let nextId = 1;
 export class Connection {
   readonly id = nextId++;
   readonly transport: ClientTransport;
+  /** Wall-clock ms, for people (connectedAt); durations use startedMono. */
   readonly startedAt: number;
+  /** The clock's monotonic ms at accept: a wall-clock step must not bend a connection's duration. */
+  readonly startedMono: number;
   connect: ConnectInfo | null = null;
   effectiveKeepAlive: number | null = null;
   upstreamKeepAlive: number | null = null;
@@ -92,6 +95,7 @@ export class Connection {
     const client = (this.client = transport.stream);
     const now = ctx.clock.now();
     this.startedAt = ctx.clock.wallNow();
+    this.startedMono = now;
     const cfg = ctx.config;
     this.liveness = new LivenessTimer(ctx, this, transport, now);
     this.deadlines = this.liveness.deadlines;

@@ -37,6 +37,7 @@ export interface CloseEvent extends ConnectionFacts {
   detail: string | null;
   /** Wall-clock ms. */
   endedAt: number;
+  /** From accept to the end on the monotonic clock (not endedAt - startedAt, which a wall-clock step bends). */
   durationMs: number;
   /** Now minus the last byte from the client, at the verdict. */
   silenceMs: number;
