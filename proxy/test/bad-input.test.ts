@@ -86,9 +86,9 @@ t.test('a reserved packet type after CONNECT (3.1.1)', async (t) => {
 
 t.test('a silent connection is closed at the CONNECT timeout', async (t) => {
   const c = await RawClient.connect(proxy.port);
-  const started = Date.now();
+  const started = performance.now();
   await c.waitForClose(10_000);
-  const elapsed = Date.now() - started;
+  const elapsed = Math.round(performance.now() - started);
   t.ok(elapsed >= 900 && elapsed < 5_000, `closed after ${elapsed} ms (timeout 1 s)`);
   const end = await proxy.nextClose((e) => e.remotePort === c.localPort);
   t.equal(end.reason, 'connect_timeout');

@@ -113,7 +113,7 @@ async function httpGet(port: number, p: string): Promise<{ status: number; body:
 }
 
 async function until<T>(what: string, fn: () => Promise<T | null | undefined | false>, timeoutMs: number, context: () => string, procs: Proc[] = []): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
+  const deadline = performance.now() + timeoutMs;
   let last: unknown;
   for (;;) {
     const dead = procs.find((p) => p.proc.exitCode !== null || p.proc.signalCode !== null);
@@ -124,7 +124,7 @@ async function until<T>(what: string, fn: () => Promise<T | null | undefined | f
     } catch (err) {
       last = err;
     }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}\n${context()}`);
+    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}\n${context()}`);
     await new Promise((r) => setTimeout(r, 200));
   }
 }

@@ -127,10 +127,10 @@ t.test('our v2 encoder -> HAProxy accept-proxy -> Mosquitto: HAProxy logs the ad
     await client.waitForBytes(4, 10_000);
     t.same([...client.received.subarray(0, 4)], [0x20, 0x02, 0x00, 0x00], `${c.name}: Mosquitto accepted the CONNECT behind the header (CONNACK 0)`);
     client.socket.end();
-    const deadline = Date.now() + 10_000;
+    const deadline = performance.now() + 10_000;
     const count = () => haproxy.log().split('\n').filter((l) => l.startsWith('MLP-SEEN')).length;
     const before = cases.indexOf(c);
-    while (count() <= before && Date.now() < deadline) await sleep(50);
+    while (count() <= before && performance.now() < deadline) await sleep(50);
     const line = haproxy.log().split('\n').filter((l) => l.startsWith('MLP-SEEN'))[before];
     t.match(line, c.seen, `${c.name}: HAProxy saw ${line}`);
   }

@@ -135,14 +135,13 @@ t.test('refusals: wrong path 404, plain HTTP 426, text frame 1003, admission, ha
   t.equal(await closed, 1003, 'a text frame closes with 1003');
 
   admitNext = false;
-  const refusedAt = Date.now();
   await t.rejects(rawWs(bridge.url, 'mqtt'), 'not admitted: closed before the upgrade');
   admitNext = true;
 
   const silent = await RawClient.connect(bridge.port);
-  const start = Date.now();
+  const start = performance.now();
   await silent.waitForClose(5000);
-  const waited = Date.now() - start;
+  const waited = Math.round(performance.now() - start);
   t.ok(waited >= 350 && waited < 4000, `a silent connection is closed at the handshake deadline (${waited} ms)`);
   // An upgrade ws itself refuses (unsupported version), and bytes that are not HTTP at all.
   const badVersion = await RawClient.connect(bridge.port);
@@ -155,7 +154,6 @@ t.test('refusals: wrong path 404, plain HTTP 426, text frame 1003, admission, ha
   t.match(garbage.received.toString(), /^HTTP\/1\.1 400/, 'MQTT on the WebSocket port: 400, closed');
   const reasons = bridge.refusals.map((r) => r.reason);
   t.same(reasons.sort(), ['admission', 'bad_path', 'handshake_timeout', 'not_websocket', 'not_websocket', 'text_frame', 'upgrade_failed'].sort(), `counted: ${reasons.join(', ')}`);
-  t.ok(Date.now() - refusedAt >= 0);
 });
 
 t.test('PROXY header in front of ws and wss from a trusted peer; missing header refused', async (t) => {

@@ -131,11 +131,11 @@ export function sleep(ms: number): Promise<void> {
 
 /** Poll until fn returns a truthy value. */
 export async function eventually<T>(fn: () => T | Promise<T>, timeoutMs = 15_000, what = 'condition'): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
+  const deadline = performance.now() + timeoutMs;
   for (;;) {
     const v = await fn();
     if (v) return v;
-    if (Date.now() > deadline) throw new Error(`${what} not reached within ${timeoutMs} ms`);
+    if (performance.now() > deadline) throw new Error(`${what} not reached within ${timeoutMs} ms`);
     await sleep(25);
   }
 }

@@ -79,11 +79,11 @@ export async function getJson<T>(url: string): Promise<T | null> {
 
 /** Poll every 250 ms until fn returns something other than undefined, false or null; context() is added to the timeout error. */
 export async function eventually<T>(what: string, fn: () => Promise<T | undefined | false | null>, timeoutMs: number, context: () => string = () => ''): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
+  const deadline = performance.now() + timeoutMs;
   for (;;) {
     const v = await fn();
     if (v !== undefined && v !== false && v !== null) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${context()}`);
+    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${context()}`);
     await new Promise((r) => setTimeout(r, 250));
   }
 }
