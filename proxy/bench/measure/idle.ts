@@ -132,6 +132,8 @@ export async function measureIdle(broker: Service, startTarget: (name: TargetNam
   for (const name of TARGETS.filter((t) => t !== 'socat' && t !== 'haproxy')) {
     log(`idle ${CFG.idleClients} clients -> ${name}${await quietMoment()}`);
     const svc = name === 'direct' ? directService(broker) : await startTarget(name, broker);
+    // Its own pid, for perf or strace during the rest (the pid logged at start is the other process).
+    if (svc.pid !== null && name !== 'direct') log(`  ${name}: fresh process pid ${svc.pid}`);
     try {
       const r = await idleScale(svc, name !== 'direct');
       results.idle[name] = r;
