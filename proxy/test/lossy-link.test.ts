@@ -63,11 +63,12 @@ async function cutLinks(cell: Cell, t0: number, plan: ReadonlyArray<{ atS: numbe
   const done: Array<{ atS: number; ms: number; planned: number }> = [];
   for (const { atS, ms } of plan) {
     await sleep(t0 + atS * 1000 - Date.now());
-    const began = Date.now();
+    const began = Date.now(); // t0 is wall-clock (the load children's); the outage's length is timed monotonically
+    const beganMono = performance.now();
     await Promise.all(cell.links.map((l) => l.setCut('outage', true)));
-    await sleep(ms - (Date.now() - began));
+    await sleep(ms - (performance.now() - beganMono));
     await Promise.all(cell.links.map((l) => l.setCut('outage', false)));
-    done.push({ atS: (began - t0) / 1000, ms: Date.now() - began, planned: ms });
+    done.push({ atS: (began - t0) / 1000, ms: Math.round(performance.now() - beganMono), planned: ms });
   }
   return done;
 }
