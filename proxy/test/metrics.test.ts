@@ -12,16 +12,7 @@ import { scrape, value } from './helpers/scrape.ts';
 import { startMosquitto } from './helpers/mosquitto.ts';
 import { startProxy } from './helpers/proxy.ts';
 
-
-async function eventually<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 20_000): Promise<T> {
-  const deadline = performance.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined && v !== false) return v;
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+import { waitFor } from './helpers/wait.ts';
 
 function rawConnect(port: number): Promise<{ socket: net.Socket; received: () => Buffer; closed: Promise<void> }> {
   return new Promise((resolve, reject) => {
@@ -96,7 +87,7 @@ t.test('a frozen client: detection latency and advantage', async (t) => {
     cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: 'frozen-metrics', keepalive: 2,
     will: { topic: 'metrics/will', payload: Buffer.from('frozen-metrics is gone'), qos: 1, retain: false },
   }));
-  await eventually('the CONNACK', async () => frozen.received().length >= 4);
+  await waitFor('the CONNACK', async () => frozen.received().length >= 4, 20_000);
   t.same([...frozen.received().subarray(0, 4)], [0x20, 0x02, 0x00, 0x00], 'CONNACK accepted');
   // ... and then nothing: the process is "frozen".
 
@@ -157,10 +148,10 @@ t.test('a clean disconnect, traffic counters, a malformed frame', async (t) => {
   t.ok(delta('mqtt_liveness_forwarded_bytes_total{direction="to_client"}') > 1000, 'bytes to the client include the echoed payload');
   t.equal(delta('mqtt_liveness_keepalive_requested_seconds_sum{protocol="3.1.1"}'), 30);
 
-  const open = await eventually('connections_open back at 0', async () => {
+  const open = await waitFor('connections_open back at 0', async () => {
     const s = (await scrape(proxy.adminUrl)).samples;
     return value(s, 'mqtt_liveness_connections_open{transport="tcp"}') === 0 ? s : undefined;
-  });
+  }, 20_000);
   t.equal(value(open, 'mqtt_liveness_connections_open{transport="tcp"}'), 0, 'no connection left open');
 });
 

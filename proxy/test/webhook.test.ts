@@ -11,6 +11,7 @@ import mqttPacket from 'mqtt-packet';
 import { request } from 'undici';
 import { startMosquitto } from './helpers/mosquitto.ts';
 import { startProxy, type TestProxy } from './helpers/proxy.ts';
+import { waitFor } from './helpers/wait.ts';
 import type { WebhookBody } from '../src/events/webhook.ts';
 
 interface Received {
@@ -55,14 +56,9 @@ async function startReceiver(answer: Receiver['answer'] = () => 200): Promise<Re
   return state;
 }
 
-async function eventually<T>(what: string, fn: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 30_000): Promise<T> {
-  const deadline = performance.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined && v !== false) return v;
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+/** Poll the receiver or a scrape every 50 ms, for up to 30 s. */
+function eventually<T>(what: string, fn: () => T | undefined | false | Promise<T | undefined | false>): Promise<T> {
+  return waitFor(what, fn, 30_000, { intervalMs: 50 });
 }
 
 async function metric(proxy: TestProxy, key: string): Promise<number> {

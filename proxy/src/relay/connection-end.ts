@@ -260,7 +260,8 @@ export class ConnectionEnd {
     this.liveness.close();
     this.cutTimer?.cancel();
     const host = this.host;
-    const now = this.endedAtMono || this.ctx.clock.now();
+    const finishedAt = this.ctx.clock.now();
+    const now = this.endedAtMono || finishedAt;
     const reason = this.reason ?? 'client_close';
     const lastClientActivity = host.deadlines.lastClientActivity;
     // What the broker would have done with this client connected directly: 1.5 x its keep-alive.
@@ -271,7 +272,7 @@ export class ConnectionEnd {
       reason,
       detail: this.detail,
       endedAt,
-      durationMs: this.ctx.clock.now() - host.startedMono,
+      durationMs: finishedAt - host.startedMono,
       silenceMs: Math.max(0, now - lastClientActivity),
       advantageMs: brokerDeadline === Infinity ? null : brokerDeadline - now,
       bytesFromClient: host.bytesFromClient,

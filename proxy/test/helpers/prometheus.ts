@@ -12,6 +12,7 @@ import { request } from 'undici';
 import { findExecutable } from '../../src/broker/supervisor.ts';
 import { spawnCaptured } from './child.ts';
 import { freePort } from './mosquitto.ts';
+import { waitFor } from './wait.ts';
 
 export const JOB = 'mqtt-liveness-proxy';
 
@@ -78,14 +79,8 @@ export async function getJson<T>(url: string): Promise<T | null> {
 }
 
 /** Poll every 250 ms until fn returns something other than undefined, false or null; context() is added to the timeout error. */
-export async function eventually<T>(what: string, fn: () => Promise<T | undefined | false | null>, timeoutMs: number, context: () => string = () => ''): Promise<T> {
-  const deadline = performance.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined && v !== false && v !== null) return v;
-    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${context()}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
+export function eventually<T>(what: string, fn: () => Promise<T | undefined | false | null>, timeoutMs: number, context: () => string = () => ''): Promise<T> {
+  return waitFor(what, fn, timeoutMs, { intervalMs: 250, context });
 }
 
 /** Start Prometheus and wait until it is ready. Throws when it is not installed, exits or is not ready in time. */
