@@ -10,6 +10,8 @@
  * generation, freed only by a mark-compact: the idle peak's garbage), and what stays live.
  * --rest S: what is promoted over S seconds at rest after the connections (timers, samples).
  * --relay: the same for the bench's plain node relay (relay.ts) instead of the proxy.
+ * --latency S: instead, bytes per message by site while the bench's latency load (one publisher
+ *   at 10k msg/s, 64 B, and one subscriber, both through the proxy) runs for S seconds.
  *
  * Pair it with `npm run bench -- --only idle --node-flags=--trace-gc-nvp` (the
  * `promoted=` bytes of each scavenge) to see which of them outlive two scavenges.
@@ -28,7 +30,7 @@ interface ProfileNode {
   children: ProfileNode[];
 }
 
-const { values } = parseArgs({ options: { clients: { type: 'string' }, interval: { type: 'string' }, top: { type: 'string' }, promoted: { type: 'boolean' }, relay: { type: 'boolean' }, rest: { type: 'string' }, depth: { type: 'string' } } });
+const { values } = parseArgs({ options: { clients: { type: 'string' }, interval: { type: 'string' }, top: { type: 'string' }, promoted: { type: 'boolean' }, relay: { type: 'boolean' }, rest: { type: 'string' }, latency: { type: 'string' }, depth: { type: 'string' } } });
 const depth = Number(values.depth ?? 4);
 const clients = Number(values.clients ?? 3000);
 const top = Number(values.top ?? 40);
@@ -101,9 +103,9 @@ async function profileStorm(session: inspector.Session, port: number, include: I
   return stopSampling(session, true);
 }
 
-function print(title: string, sites: Map<string, number>): void {
+function print(title: string, sites: Map<string, number>, per = 'connection'): void {
   const total = [...sites.values()].reduce((a, b) => a + b, 0);
-  console.log(`${title}: ${total.toFixed(0)} B per connection (sampled)`);
+  console.log(`${title}: ${total.toFixed(0)} B per ${per} (sampled)`);
   for (const [site, bytes] of [...sites].sort((a, b) => b[1] - a[1]).slice(0, top)) {
     if (Math.abs(bytes) >= 1) console.log(`${bytes.toFixed(0).padStart(7)} B  ${site}`);
   }
@@ -117,7 +119,20 @@ try {
   // Warm the code paths first, so compilation is not counted.
   load.push(await connectIdle(proxy.port, 200, '127.0.210', 'warm'));
   session.connect();
-  if (values.rest) {
+  if (values.latency) {
+    const seconds = Number(values.latency);
+    const child = new LoadChild({ role: 'latency', host: '127.0.0.1', port: proxy.port, topic: 'alloc/lat', payloadSize: 64, rate: 10_000, warmupMs: 1000, durationMs: seconds * 1000, hardLimitMs: seconds * 1000 + 60_000 });
+    load.push(child);
+    await child.next('ready', 30_000);
+    child.send('go');
+    await new Promise((resolve) => setTimeout(resolve, 1000)); // the warm-up: compile first
+    await startSampling(session, { major: true, minor: true });
+    const { result } = await child.next('latency', seconds * 1000 + 60_000);
+    const sites = await stopSampling(session, false);
+    // stopSampling divides by `clients`: bytes per message instead.
+    for (const [k, v] of sites) sites.set(k, (v * clients) / result.received);
+    print(`latency load, ${result.received} messages, allocated`, sites, 'message');
+  } else if (values.rest) {
     // At rest: connect without sampling, then keep what outlives the young generation over the rest.
     load.push(await connectIdle(proxy.port, clients, '127.0.211', 'idle'));
     await startSampling(session, { major: true, minor: false });
