@@ -129,9 +129,10 @@ try {
     await startSampling(session, { major: true, minor: true });
     const { result } = await child.next('latency', seconds * 1000 + 60_000);
     const sites = await stopSampling(session, false);
-    // stopSampling divides by `clients`: bytes per message instead.
-    for (const [k, v] of sites) sites.set(k, (v * clients) / result.received);
-    print(`latency load, ${result.received} messages, allocated`, sites, 'message');
+    // stopSampling divides by `clients`: bytes per message of the measured phase (sampled from its start) instead.
+    const messages = result.latencyMs.count;
+    for (const [k, v] of sites) sites.set(k, (v * clients) / messages);
+    print(`latency load, ${messages} messages, allocated`, sites, 'message');
   } else if (values.rest) {
     // At rest: connect without sampling, then keep what outlives the young generation over the rest.
     load.push(await connectIdle(proxy.port, clients, '127.0.211', 'idle'));
