@@ -11,7 +11,6 @@ import mqttPacket from 'mqtt-packet';
 import { scrape, value } from './helpers/scrape.ts';
 import { startMosquitto } from './helpers/mosquitto.ts';
 import { startProxy } from './helpers/proxy.ts';
-
 import { waitFor } from './helpers/wait.ts';
 
 function rawConnect(port: number): Promise<{ socket: net.Socket; received: () => Buffer; closed: Promise<void> }> {

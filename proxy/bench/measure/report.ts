@@ -1,6 +1,6 @@
 /** The targets (PASS/FAIL) and the side-by-side table printed at the end of `npm run bench`. */
 import type { TargetName } from '../lib/services.ts';
-import { si } from '../lib/stats.ts';
+import { pairedDifference, si } from '../lib/stats.ts';
 import { CFG, CORES, TARGETS } from './context.ts';
 import type { Results } from './results.ts';
 
@@ -40,7 +40,7 @@ export function evaluateTargets(results: Results): TargetCheck[] {
   }
   {
     const l = results.latency;
-    add('p99 latency: proxy - haproxy', l.proxy && l.haproxy ? l.proxy.latencyMs.p99 - l.haproxy.latencyMs.p99 : null, '<= 0 ms', (v) => v <= 0, (v) => `${v.toFixed(3)} ms`);
+    add('p99 latency: proxy - haproxy', l.proxy && l.haproxy ? l.proxy.latencyMs.p99 - l.haproxy.latencyMs.p99 : null, '<= 0 ms', (v) => v <= 0, (v) => `${v.toFixed(3)} ms${l.proxy?.rounds && l.haproxy?.rounds ? `; ${pairedDifference(l.proxy.rounds.map((p) => p.p99), l.haproxy.rounds.map((p) => p.p99))}` : ''}`);
   }
   {
     const l = results.latency;
