@@ -83,7 +83,8 @@ function startSampling(session: inspector.Session, include: Include): Promise<un
  * alive is alive: the young generation's garbage is freed by the scavenges (a mark-compact would count it as
  * its own), the promoted garbage by the mark-compact. Bytes per connection by site.
  */
-async function stopSampling(session: inspector.Session, fullGc: boolean): Promise<Map<string, number>> {
+/** Bytes by site since startSampling, divided by `per` (connections, or messages for --latency). */
+async function stopSampling(session: inspector.Session, fullGc: boolean, per = clients): Promise<Map<string, number>> {
   const gc = (globalThis as { gc?: (o: { type: 'minor' | 'major' }) => void }).gc;
   if (!gc) throw new Error('run with node --expose-gc');
   gc({ type: 'minor' });
@@ -91,7 +92,7 @@ async function stopSampling(session: inspector.Session, fullGc: boolean): Promis
   if (fullGc) await session.post('HeapProfiler.collectGarbage');
   const { profile } = (await session.post('HeapProfiler.stopSampling')) as { profile: { head: ProfileNode } };
   const sites = bySite(profile.head);
-  for (const [k, v] of sites) sites.set(k, v / clients);
+  for (const [k, v] of sites) sites.set(k, v / per);
   return sites;
 }
 
@@ -128,10 +129,9 @@ try {
     await new Promise((resolve) => setTimeout(resolve, 1000)); // the warm-up: compile first
     await startSampling(session, { major: true, minor: true });
     const { result } = await child.next('latency', seconds * 1000 + 60_000);
-    const sites = await stopSampling(session, false);
-    // stopSampling divides by `clients`: bytes per message of the measured phase (sampled from its start) instead.
+    // Per message of the measured phase: sampling started with it, after the warm-up.
     const messages = result.latencyMs.count;
-    for (const [k, v] of sites) sites.set(k, (v * clients) / messages);
+    const sites = await stopSampling(session, false, messages);
     print(`latency load, ${messages} messages, allocated`, sites, 'message');
   } else if (values.rest) {
     // At rest: connect without sampling, then keep what outlives the young generation over the rest.

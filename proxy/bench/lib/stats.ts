@@ -46,7 +46,6 @@ export interface MedianInterval {
   high: number;
   /** The interval's exact coverage (binomial), at least the level asked for. */
   coverage: number;
-  n: number;
 }
 
 /**
@@ -59,7 +58,7 @@ export interface MedianInterval {
 export function medianInterval(xs: readonly number[], level = 0.95): MedianInterval | null {
   const n = xs.length;
   const s = [...xs].sort((a, b) => a - b);
-  // tail[k] = P(Bin(n, 1/2) <= k), built from the binomial terms.
+  // Adds up the binomial terms P(X = i), X ~ Bin(n, 1/2), until the lower tail passes (1 - level) / 2.
   let term = 0.5 ** n;
   let below = 0;
   let k = -1; // the largest k with P(X <= k) <= (1 - level) / 2
@@ -71,20 +70,20 @@ export function medianInterval(xs: readonly number[], level = 0.95): MedianInter
   }
   if (k < 0) return null;
   const tail = below - term; // P(X <= k)
-  return { median: median(s), low: s[k], high: s[n - 1 - k], coverage: 1 - 2 * tail, n };
+  return { median: median(s), low: s[k], high: s[n - 1 - k], coverage: 1 - 2 * tail };
 }
 
 /**
- * a - b round by round, for values measured back to back in each round (the
+ * a - b in ms round by round, for values measured back to back in each round (the
  * bench alternates the targets), so the machine's drift between rounds cancels:
  * "paired by round: median +0.030 ms, 95.9 % interval -0.020..+0.090 ms, not
  * above in 7 of 20". It says how far a difference of medians can be trusted.
  */
-export function pairedDifference(a: readonly number[], b: readonly number[], unit = 'ms'): string {
+export function pairedDifference(a: readonly number[], b: readonly number[]): string {
   if (a.length !== b.length || a.length === 0) return 'paired by round: no pairs';
   const d = a.map((x, i) => x - b[i]);
   const signed = (v: number): string => `${v >= 0 ? '+' : ''}${v.toFixed(3)}`;
   const ci = medianInterval(d);
-  const interval = ci ? `, ${(ci.coverage * 100).toFixed(1)} % interval ${signed(ci.low)}..${signed(ci.high)} ${unit}` : '';
-  return `paired by round: median ${signed(median(d))} ${unit}${interval}, not above in ${d.filter((v) => v <= 0).length} of ${d.length}`;
+  const interval = ci ? `, ${(ci.coverage * 100).toFixed(1)} % interval ${signed(ci.low)}..${signed(ci.high)} ms` : '';
+  return `paired by round: median ${signed(median(d))} ms${interval}, not above in ${d.filter((v) => v <= 0).length} of ${d.length}`;
 }

@@ -3,6 +3,7 @@ import type { TargetName } from '../lib/services.ts';
 import { pairedDifference, si } from '../lib/stats.ts';
 import { CFG, CORES, TARGETS } from './context.ts';
 import type { Results } from './results.ts';
+import type { LatencyRun } from './latency.ts';
 
 interface TargetCheck {
   name: string;
@@ -40,7 +41,10 @@ export function evaluateTargets(results: Results): TargetCheck[] {
   }
   {
     const l = results.latency;
-    add('p99 latency: proxy - haproxy', l.proxy && l.haproxy ? l.proxy.latencyMs.p99 - l.haproxy.latencyMs.p99 : null, '<= 0 ms', (v) => v <= 0, (v) => `${v.toFixed(3)} ms${l.proxy?.rounds && l.haproxy?.rounds ? `; ${pairedDifference(l.proxy.rounds.map((p) => p.p99), l.haproxy.rounds.map((p) => p.p99))}` : ''}`);
+    const p99s = (r: LatencyRun | undefined): number[] | undefined => r?.rounds?.map((p) => p.p99);
+    const [proxy, haproxy] = [p99s(l.proxy), p99s(l.haproxy)];
+    const paired = proxy && haproxy ? `; ${pairedDifference(proxy, haproxy)}` : '';
+    add('p99 latency: proxy - haproxy', l.proxy && l.haproxy ? l.proxy.latencyMs.p99 - l.haproxy.latencyMs.p99 : null, '<= 0 ms', (v) => v <= 0, (v) => `${v.toFixed(3)} ms${paired}`);
   }
   {
     const l = results.latency;
